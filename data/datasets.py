@@ -1,0 +1,106 @@
+"""Datasets decoded once into tensors, with the release's transforms as batch functions.
+
+torchvision's dataset classes read (and, when allowed, download) the files; from then on
+every phase works on the same in-memory tensors, on the GPU when there is one.
+
+- MNIST / Fashion-MNIST: the release applies ``ToTensor()`` only, so the stored tensor
+  is already the model input (float in [0, 1], shape N x 1 x 28 x 28).
+- CIFAR-10 / CIFAR-100: images stay uint8 N x 3 x 32 x 32 and are resized, augmented and
+  normalised per batch on the device (see ``data.augment``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torchvision import datasets as tv
+
+from data.augment import CifarTransform
+
+
+class DataError(RuntimeError):
+    """The data cannot be had; the message is one line saying where it was looked for."""
+
+
+class Transform(Protocol):
+    def __call__(self, images: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+class Identity:
+    """MNIST-style data: the stored tensor is the model input."""
+
+    def __call__(self, images: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
+        return images
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # stored form: model input (MNIST) or uint8 pixels (CIFAR)
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, idx: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    transform: Transform  # stored images -> model input, per batch
+
+    def inputs(self, images: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.transform(images, train, gen)
+
+
+_CLASSES = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST, "cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
+_IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+EXPECTED_FILES = {
+    "mnist": ("MNIST/raw", _IDX_FILES),
+    "fashion_mnist": ("FashionMNIST/raw", _IDX_FILES),
+    "cifar10": ("cifar-10-batches-py", "data_batch_1..data_batch_5, test_batch, batches.meta"),
+    "cifar100": ("cifar-100-python", "train, test, meta"),
+}
+
+
+def _open(name: str, root: Path, train: bool, download: bool) -> tv.VisionDataset:
+    folder, files = EXPECTED_FILES[name]
+    try:
+        return _CLASSES[name](root=str(root), train=train, download=download)
+    except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
+        how = "download failed" if download else "download is off"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name}: files not found in {root / folder} (expected {files}); "
+                        f"{how} ({reason})") from None
+
+
+def _to_imageset(ds: tv.VisionDataset, limit: int, device: torch.device) -> ImageSet:
+    data = ds.data
+    if isinstance(data, torch.Tensor):  # MNIST family: uint8 N x 28 x 28
+        images = data[:, None].to(torch.float32).div_(255.0)
+    else:  # CIFAR: numpy uint8 N x 32 x 32 x 3 -> N x 3 x 32 x 32
+        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return ImageSet(images.to(device), labels.to(device))
+
+
+def load_dataset(name: str, root: str | Path, download: bool, device: torch.device | str = "cpu",
+                 train_limit: int = 0, test_limit: int = 0) -> Dataset:
+    """Both splits of ``name`` as tensors on ``device``; ``*_limit`` keeps the first N samples."""
+    if name not in _CLASSES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(_CLASSES)}")
+    root, device = Path(root), torch.device(device)
+    train = _to_imageset(_open(name, root, True, download), train_limit, device)
+    test = _to_imageset(_open(name, root, False, download), test_limit, device)
+    num_classes = 100 if name == "cifar100" else 10
+    transform: Transform = CifarTransform(device) if name.startswith("cifar") else Identity()
+    return Dataset(name, train, test, num_classes, transform)

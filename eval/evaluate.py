@@ -1,0 +1,44 @@
+"""The five accuracies and the MIA score of one unlearned model, from one pass per set."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from config import Config
+from data.datasets import Dataset
+from data.rng import generator
+from data.splits import Split
+from eval.accuracy import accuracy
+from eval.mia import faithful_mia
+from eval.predict import predict
+
+METRICS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia")
+
+
+def evaluate(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int) -> dict[str, float]:
+    """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f and the faithful MIA score.
+
+    D_t,r / D_t,f split the test set by ``forget_class`` in both scenarios (for random
+    removal they carry no meaning, as in the release). Every training-set figure comes
+    from one pass over the training set; on CIFAR that pass uses the training
+    augmentation when ``eval_train_augment`` is on, as the release's loaders do.
+    """
+    device = data.train.labels.device
+    augment = cfg.eval_train_augment and data.name.startswith("cifar")
+    train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
+                           gen=generator(seed, "eval/augment", device))
+    test_logits = predict(model, data, data.test.images, cfg.eval_batch_size)
+    train_y, test_y = data.train.labels, data.test.labels
+    forget, remain = split.forget.to(device), split.remain.to(device)
+    in_class = test_y == cfg.forget_class
+    members = split.sample[torch.randperm(len(split.sample), generator=generator(seed, "mia/members"))].to(device)
+    return {
+        "remain_acc": accuracy(train_logits[remain], train_y[remain]),
+        "forget_acc": accuracy(train_logits[forget], train_y[forget]),
+        "test_acc": accuracy(test_logits, test_y),
+        "test_remain_acc": accuracy(test_logits[~in_class], test_y[~in_class]),
+        "test_forget_acc": accuracy(test_logits[in_class], test_y[in_class]),
+        "mia": faithful_mia(train_logits[members], test_logits, train_logits[forget], cfg.mia_train_size,
+                            cfg.mia_fit_fraction, seed, n_jobs=torch.get_num_threads()),
+    }

@@ -1,0 +1,117 @@
+"""Train (or load) the original model, unlearn with each seed, evaluate, report.
+
+    python main.py [configs/NAME.yaml] [--key=value ...]
+
+Reads top to bottom: config, device, data, original model, then per seed: split,
+unlearning (timed), evaluation; results.json is rewritten after every seed so a killed
+run keeps the seeds it finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from config import Config, load_config
+from data import DataError, Split, load_dataset, make_split
+from data.rng import generator
+from eval import evaluate
+from models.original import original_model
+from report import format_table, git_commit, results_document
+from storage import write_bytes, write_json
+from unlearn import UnlearnTask, get_method
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def split_for_seed(cfg: Config, labels: torch.Tensor, seed: int) -> Split:
+    return make_split(labels, cfg.scenario, cfg.forget_class, cfg.forget_fraction, cfg.forget_repeat,
+                      generator(seed, "split"))
+
+
+def save_split(path: Path, split: Split) -> None:
+    """The split's indices beside the results, so every number can be traced to its samples."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, forget=split.forget.cpu().numpy(), remain=split.remain.cpu().numpy(),
+                        sample=split.sample.cpu().numpy())
+    write_bytes(path, buf.getvalue())
+
+
+def run(cfg: Config, log: Any = print) -> dict[str, Any]:
+    """Every seed of ``cfg``; returns the results document (also written to results.json)."""
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    started = time.perf_counter()
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit)
+    log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
+    original, info = original_model(cfg, data)
+    how = "trained" if info.trained else "loaded"
+    log(f"original model {how}: {info.path} (training took {info.train_time_s:.1f} s)")
+    method = get_method(cfg.method)
+    meta: dict[str, Any] = {
+        "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
+        "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "original": {"path": str(info.path), "trained_now": info.trained, "train_time_s": info.train_time_s},
+        "per_seed": [], "complete": False,
+    }
+    rows: list[dict[str, Any]] = []
+    results_path = cfg.run_dir / "results.json"
+    for seed in tqdm(cfg.seeds, desc="seeds"):
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        split = split_for_seed(cfg, data.train.labels, seed)
+        split_s = time.perf_counter() - t0
+        model = copy.deepcopy(original)
+        sync(device)
+        t0 = time.perf_counter()
+        traces = method(model, original, UnlearnTask(data, split, seed), cfg)
+        sync(device)
+        unlearn_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = evaluate(model, data, split, cfg, seed)
+        eval_s = time.perf_counter() - t0
+        rows.append({"seed": seed, **metrics, "unlearn_time_s": unlearn_s})
+        meta["per_seed"].append({"seed": seed, "split_s": split_s, "eval_s": eval_s, "forget": len(split.forget),
+                                 "remain": len(split.remain), "sample": len(split.sample), "traces": traces})
+        save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
+        meta["elapsed_s"] = time.perf_counter() - started
+        meta["complete"] = len(rows) == len(cfg.seeds)
+        write_json(results_path, results_document(cfg, rows, meta))
+        tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k != "seed"))
+    log(format_table(rows))
+    return results_document(cfg, rows, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(argv)
+    try:
+        run(cfg)
+    except DataError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return 1
+    print(cfg.run_dir / "results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

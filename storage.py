@@ -1,0 +1,60 @@
+"""Files written atomically (temp file in the same folder, then rename) and read safely.
+
+A run killed mid-write leaves the previous file or none, never half of one; checkpoints
+are read with ``weights_only=True`` so a file cannot run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically."""
+    return _atomic(path, lambda f: f.write(data))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    return write_bytes(path, text.encode())
+
+
+def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
+    """``torch.save`` atomically."""
+    return _atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)``; any failure to read raises ValueError with the reason."""
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, disallowed global, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a checkpoint dictionary")
+    return obj

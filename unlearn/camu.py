@@ -1,0 +1,95 @@
+"""CaMU: representation-level (KL) and output-level (cross-entropy) alignment.
+
+Per pair of batches ((x_f, y_f, x_cf, y_cf), (x_s, y_s)) two Adam steps on the same
+parameters: first pull the unlearned embeddings of x_s and x_f toward the frozen
+original's embeddings of x_s and of the counterfactual x_cf; then, with fresh forward
+passes, fit x_s to its label and x_f to the counterfactual label y_cf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from config import Config
+from data.batches import batch_indices, num_batches
+from data.counterfactual import build_counterfactuals
+from data.rng import generator
+from unlearn.base import UnlearnTask, forward_pair
+
+
+def embedding_kl(target_emb: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(target_emb) || softmax(emb)) summed over batch and embedding dimension.
+
+    PyTorch's ``KLDivLoss(reduction='sum')`` with log-probabilities of the model being
+    updated as input and the original model's probabilities as target.
+    """
+    return F.kl_div(F.log_softmax(emb, dim=1), F.softmax(target_emb, dim=1), reduction="sum")
+
+
+def representation_loss(orig_s: torch.Tensor, emb_s: torch.Tensor, orig_cf: torch.Tensor, emb_f: torch.Tensor,
+                        w_remain: float = 0.5, w_forget: float = 0.5) -> torch.Tensor:
+    """w_remain * KL(p_s || q_s) + w_forget * KL(p_cf || q_f) over embeddings."""
+    return w_remain * embedding_kl(orig_s, emb_s) + w_forget * embedding_kl(orig_cf, emb_f)
+
+
+def output_loss(logits_s: torch.Tensor, y_s: torch.Tensor, logits_f: torch.Tensor, y_cf: torch.Tensor,
+                w_remain: float = 0.9, w_forget: float = 0.01) -> torch.Tensor:
+    """w_remain * CE(f(x_s), y_s) + w_forget * CE(f(x_f), y_cf), mean-reduced."""
+    return w_remain * F.cross_entropy(logits_s, y_s) + w_forget * F.cross_entropy(logits_f, y_cf)
+
+
+def camu_step(model: nn.Module, original: nn.Module, opt_kl: torch.optim.Optimizer, opt_out: torch.optim.Optimizer,
+              x_s: torch.Tensor, y_s: torch.Tensor, x_f: torch.Tensor, x_cf: torch.Tensor, y_cf: torch.Tensor,
+              cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """One representation step and one output step; returns both losses (detached)."""
+    with torch.no_grad():
+        (_, orig_s), (_, orig_cf) = forward_pair(original, x_s, x_cf)
+    (_, emb_s), (_, emb_f) = forward_pair(model, x_s, x_f)
+    loss_rep = representation_loss(orig_s, emb_s, orig_cf, emb_f, cfg.camu_rep_remain_weight, cfg.camu_rep_forget_weight)
+    opt_kl.zero_grad()
+    loss_rep.backward()
+    opt_kl.step()
+
+    (logits_s, _), (logits_f, _) = forward_pair(model, x_s, x_f)
+    loss_out = output_loss(logits_s, y_s, logits_f, y_cf, cfg.camu_out_remain_weight, cfg.camu_out_forget_weight)
+    opt_out.zero_grad()
+    loss_out.backward()
+    opt_out.step()
+    return loss_rep.detach(), loss_out.detach()
+
+
+def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
+    """Run CaMU on ``model`` in place; returns the per-step losses and counterfactual statistics."""
+    data, split = task.data, task.split
+    device = data.train.labels.device
+    cf = build_counterfactuals(data, split, task.seed)
+    opt_kl = torch.optim.Adam(model.parameters(), lr=cfg.rep_lr, weight_decay=cfg.weight_decay)
+    opt_out = torch.optim.Adam(model.parameters(), lr=cfg.out_lr, weight_decay=cfg.weight_decay)
+    original.eval()
+    model.train()
+    order = generator(task.seed, "camu/order")
+    augment = generator(task.seed, "camu/augment", device)
+    sample = split.sample.to(device)
+    rep_losses, out_losses = [], []
+    steps = min(num_batches(len(cf), cfg.batch_size), num_batches(len(sample), cfg.batch_size))
+    for epoch in range(cfg.unlearn_epochs):
+        cf_batches = batch_indices(len(cf), cfg.batch_size, True, order, device)
+        s_batches = batch_indices(len(sample), cfg.batch_size, True, order, device)
+        # zip stops at the shorter of the two, as the release's loop does
+        bar = tqdm(zip(cf_batches, s_batches), total=steps, desc=f"camu epoch {epoch + 1}/{cfg.unlearn_epochs}",
+                   leave=False)
+        for cb, sb in bar:
+            idx = sample[sb]
+            x_s = data.inputs(data.train.images[idx], train=True, gen=augment)
+            rep, out = camu_step(model, original, opt_kl, opt_out, x_s, data.train.labels[idx],
+                                 cf.x_f[cb], cf.x_cf[cb], cf.y_cf[cb], cfg)
+            rep_losses.append(rep)
+            out_losses.append(out)
+    stacked = torch.stack([torch.stack(rep_losses), torch.stack(out_losses)]).tolist() if rep_losses else [[], []]
+    return {"loss_rep": stacked[0], "loss_out": stacked[1], "counterfactuals": len(cf),
+            "relabelled": int((cf.y_cf != data.train.labels[cf.sample_index]).sum())}
