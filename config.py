@@ -168,7 +168,8 @@ def validate(cfg: Config) -> Config:
     if cfg.method not in METHODS:
         raise ConfigError(f"method: {cfg.method!r} is not one of {', '.join(sorted(METHODS))}")
     if not 0 <= cfg.forget_class < cfg.num_classes:
-        raise ConfigError(f"forget_class: {cfg.forget_class} is out of range for {cfg.dataset} (0 to {cfg.num_classes - 1})")
+        raise ConfigError(f"forget_class: {cfg.forget_class} is out of range for {cfg.dataset} "
+                          f"(0 to {cfg.num_classes - 1})")
     if not 0.0 < cfg.forget_fraction < 1.0:
         raise ConfigError(f"forget_fraction: {cfg.forget_fraction} must lie strictly between 0 and 1")
     if not 0.0 < cfg.mia_fit_fraction <= 1.0:

@@ -69,5 +69,5 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [[str(r["seed"])] + [_fmt(_clean(r[k]), k) for k in RESULT_KEYS] for r in rows]
     lines.append(["mean"] + [f"{_fmt(mean[k], k)} +- {_fmt(std[k], k)}" for k in RESULT_KEYS])
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    out = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header] + lines]
+    out = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header] + lines]
     return "\n".join(out)

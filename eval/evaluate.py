@@ -16,29 +16,52 @@ from eval.predict import predict
 METRICS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia")
 
 
-def evaluate(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int) -> dict[str, float]:
-    """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f and the faithful MIA score.
+def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits on the whole training set and the whole test set.
 
-    D_t,r / D_t,f split the test set by ``forget_class`` in both scenarios (for random
-    removal they carry no meaning, as in the release). Every training-set figure comes
-    from one pass over the training set; on CIFAR that pass uses the training
-    augmentation when ``eval_train_augment`` is on, as the release's loaders do.
+    D_r and D_f together are the training set, so one pass serves both (and the MIA's
+    member rows, which come from D_s inside D_r). On CIFAR the training pass uses the
+    training augmentation when ``eval_train_augment`` is on, as the release's loaders do.
     """
     device = data.train.labels.device
     augment = cfg.eval_train_augment and data.name.startswith("cifar")
     train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
                            gen=generator(seed, "eval/augment", device))
     test_logits = predict(model, data, data.test.images, cfg.eval_batch_size)
+    return train_logits, test_logits
+
+
+def accuracies(train_logits: torch.Tensor, test_logits: torch.Tensor, data: Dataset, split: Split,
+               forget_class: int) -> dict[str, float]:
+    """Accuracies in percent on D_r, D_f, D_t, D_t,r and D_t,f.
+
+    D_t,r / D_t,f split the test set by ``forget_class`` in both scenarios (for random
+    removal they carry no meaning, as in the release).
+    """
+    device = train_logits.device
     train_y, test_y = data.train.labels, data.test.labels
     forget, remain = split.forget.to(device), split.remain.to(device)
-    in_class = test_y == cfg.forget_class
-    members = split.sample[torch.randperm(len(split.sample), generator=generator(seed, "mia/members"))].to(device)
+    in_class = test_y == forget_class
     return {
         "remain_acc": accuracy(train_logits[remain], train_y[remain]),
         "forget_acc": accuracy(train_logits[forget], train_y[forget]),
         "test_acc": accuracy(test_logits, test_y),
         "test_remain_acc": accuracy(test_logits[~in_class], test_y[~in_class]),
         "test_forget_acc": accuracy(test_logits[in_class], test_y[in_class]),
-        "mia": faithful_mia(train_logits[members], test_logits, train_logits[forget], cfg.mia_train_size,
-                            cfg.mia_fit_fraction, seed, n_jobs=torch.get_num_threads()),
     }
+
+
+def mia_score(train_logits: torch.Tensor, test_logits: torch.Tensor, split: Split, cfg: Config, seed: int) -> float:
+    """The faithful MIA: members drawn from D_s in a seeded shuffled order, as the release's loader."""
+    order = torch.randperm(len(split.sample), generator=generator(seed, "mia/members"))
+    members = split.sample[order].to(train_logits.device)
+    forget = split.forget.to(train_logits.device)
+    return faithful_mia(train_logits[members], test_logits, train_logits[forget], cfg.mia_train_size,
+                        cfg.mia_fit_fraction, seed, n_jobs=torch.get_num_threads())
+
+
+def evaluate(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int) -> dict[str, float]:
+    """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f and the faithful MIA score."""
+    train_logits, test_logits = all_logits(model, data, cfg, seed)
+    return {**accuracies(train_logits, test_logits, data, split, cfg.forget_class),
+            "mia": mia_score(train_logits, test_logits, split, cfg, seed)}

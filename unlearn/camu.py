@@ -50,7 +50,8 @@ def camu_step(model: nn.Module, original: nn.Module, opt_kl: torch.optim.Optimiz
     with torch.no_grad():
         (_, orig_s), (_, orig_cf) = forward_pair(original, x_s, x_cf)
     (_, emb_s), (_, emb_f) = forward_pair(model, x_s, x_f)
-    loss_rep = representation_loss(orig_s, emb_s, orig_cf, emb_f, cfg.camu_rep_remain_weight, cfg.camu_rep_forget_weight)
+    loss_rep = representation_loss(orig_s, emb_s, orig_cf, emb_f,
+                                   cfg.camu_rep_remain_weight, cfg.camu_rep_forget_weight)
     opt_kl.zero_grad()
     loss_rep.backward()
     opt_kl.step()
@@ -81,8 +82,8 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         cf_batches = batch_indices(len(cf), cfg.batch_size, True, order, device)
         s_batches = batch_indices(len(sample), cfg.batch_size, True, order, device)
         # zip stops at the shorter of the two, as the release's loop does
-        bar = tqdm(zip(cf_batches, s_batches), total=steps, desc=f"camu epoch {epoch + 1}/{cfg.unlearn_epochs}",
-                   leave=False)
+        bar = tqdm(zip(cf_batches, s_batches, strict=False), total=steps,
+                   desc=f"camu epoch {epoch + 1}/{cfg.unlearn_epochs}", leave=False)
         for cb, sb in bar:
             idx = sample[sb]
             x_s = data.inputs(data.train.images[idx], train=True, gen=augment)
