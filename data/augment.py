@@ -60,7 +60,7 @@ class CifarTransform:
         self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
     def __call__(self, images: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
-        x = images.to(torch.float32).div_(255.0)
+        x = images.to(torch.float32) / 255.0
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         if train:
             n = x.shape[0]

@@ -9,4 +9,5 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Percentage of rows whose arg-max equals the label; NaN for an empty set."""
     if labels.numel() == 0:
         return float("nan")
-    return float((logits.argmax(dim=1) == labels).float().mean().item() * 100.0)
+    correct = int((logits.argmax(dim=1) == labels).sum().item())  # exact count, no float32 mean
+    return 100.0 * correct / labels.numel()
