@@ -53,7 +53,7 @@ class Config:
     # --- shared optimisation settings
     batch_size: int = 32  # training and unlearning batch (the release: 32)
     weight_decay: float = 1e-4  # Adam weight decay of every optimiser
-    eval_batch_size: int = 1024  # evaluation only: no effect on what is computed
+    eval_batch_size: int = 1024  # evaluation speed only (CIFAR with eval_train_augment: which crop each image draws)
     # --- evaluation
     mia_train_size: int = 4000  # members from D_s and non-members from the test set
     mia_fit_fraction: float = 0.99  # share of the attacker rows it is fit on
@@ -121,6 +121,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if kind is str:
+        if value is None:  # an empty YAML value: the field's "unset" (run_name -> its default)
+            return ""
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)

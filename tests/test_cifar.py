@@ -1,0 +1,185 @@
+"""CIFAR: tiny datasets in torchvision's on-disk format, the batch transforms, one whole run."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar as tv_cifar
+
+import main
+from config import Config, validate
+from data import load_dataset
+from data.augment import MEAN, STD, random_resized_crop_boxes
+
+PER_BATCH = 8
+TEST_SIZE = 16
+
+
+def _pixels(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, 3072), dtype=np.uint8)
+
+
+def _dump(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_cifar10(root):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for b in range(1, 6):
+        _dump(folder / f"data_batch_{b}", {"data": _pixels(PER_BATCH, b),
+                                           "labels": [i % 5 for i in range(PER_BATCH)]})
+    _dump(folder / "test_batch", {"data": _pixels(TEST_SIZE, 0), "labels": [i % 5 for i in range(TEST_SIZE)]})
+    _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+
+
+def write_cifar100(root, train_size=16, test_size=TEST_SIZE):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n, seed in (("train", train_size, 1), ("test", test_size, 2)):
+        labels = [i % 5 for i in range(n)]
+        _dump(folder / name, {"data": _pixels(n, seed), "fine_labels": labels, "coarse_labels": labels})
+    _dump(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
+                            "coarse_label_names": [f"c{i}" for i in range(20)]})
+
+
+@pytest.fixture()
+def no_md5(monkeypatch):
+    """The tiny files cannot match torchvision's checksums of the real ones."""
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
+
+
+def test_load_cifar10(tmp_path, no_md5):
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    assert data.num_classes == 10
+    assert data.train.images.dtype == torch.uint8
+    assert data.train.images.shape == (5 * PER_BATCH, 3, 32, 32)
+    assert data.test.images.shape == (TEST_SIZE, 3, 32, 32)
+    expected = np.concatenate([_pixels(PER_BATCH, b) for b in range(1, 6)]).reshape(-1, 3, 32, 32)
+    assert np.array_equal(data.train.images.numpy(), expected)  # channel-first, as stored in the file
+    assert np.array_equal(data.test.images.numpy(), _pixels(TEST_SIZE, 0).reshape(-1, 3, 32, 32))
+    assert data.train.labels.dtype == torch.int64
+    assert data.train.labels.tolist() == [i % 5 for i in range(PER_BATCH)] * 5
+    assert data.test.labels.tolist() == [i % 5 for i in range(TEST_SIZE)]
+    limited = load_dataset("cifar10", tmp_path, download=False, train_limit=10, test_limit=3)
+    assert len(limited.train) == 10 and len(limited.test) == 3
+    assert torch.equal(limited.train.images, data.train.images[:10])
+
+
+def test_load_cifar100(tmp_path, no_md5):
+    write_cifar100(tmp_path)
+    data = load_dataset("cifar100", tmp_path, download=False)
+    assert data.num_classes == 100
+    assert data.train.images.shape == (16, 3, 32, 32)
+    assert data.train.labels.tolist() == [i % 5 for i in range(16)]
+
+
+def test_test_transform_is_resize_and_normalise(tmp_path, no_md5):
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    x = data.inputs(data.test.images[:4], train=False)
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+    # a constant-colour image stays constant through the resize: (v / 255 - mean) / std
+    colour = torch.tensor([10, 128, 250], dtype=torch.uint8)
+    flat = colour.view(1, 3, 1, 1).expand(2, 3, 32, 32).contiguous()
+    out = data.inputs(flat, train=False)
+    expected = (colour.float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(out, expected.view(1, 3, 1, 1).expand_as(out), rtol=1e-5, atol=1e-5)
+    # the test transform draws nothing: the same output every time
+    assert torch.equal(x, data.inputs(data.test.images[:4], train=False))
+
+
+def test_train_transform_draws_per_image(tmp_path, no_md5):
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    twins = data.train.images[:1].expand(6, 3, 32, 32).contiguous()
+    out = data.inputs(twins, train=True, gen=torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, 224, 224)
+    distinct = {tuple(out[i].flatten()[::997].tolist()) for i in range(6)}
+    assert len(distinct) > 1  # identical images, their own crops and flips
+    again = data.inputs(twins, train=True, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    other = data.inputs(twins, train=True, gen=torch.Generator().manual_seed(1))
+    assert not torch.equal(out, other)
+    # values stay within the normalised pixel range
+    low = (0 - torch.tensor(MEAN)) / torch.tensor(STD)
+    high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert (out >= low.view(1, 3, 1, 1) - 1e-4).all() and (out <= high.view(1, 3, 1, 1) + 1e-4).all()
+
+
+def test_train_flip_is_drawn_per_image(tmp_path, no_md5, monkeypatch):
+    """With the crop fixed to the whole image, each of many twins is either kept or mirrored, about half each."""
+    import data.augment as augment
+
+    monkeypatch.setattr(augment, "random_resized_crop_boxes",
+                        lambda n, size, gen=None: torch.tensor([[0.0, 0.0, size, size]]).repeat(n, 1))
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    twins = data.train.images[:1].expand(200, 3, 32, 32).contiguous()
+    plain = data.inputs(twins[:1], train=False)[0]
+    out = data.inputs(twins, train=True, gen=torch.Generator().manual_seed(0))
+    kept = torch.tensor([torch.allclose(o, plain, atol=1e-4) for o in out])
+    mirrored = torch.tensor([torch.allclose(o, plain.flip(-1), atol=1e-4) for o in out])
+    assert (kept | mirrored).all()
+    assert 60 < int(mirrored.sum()) < 140
+
+
+def test_train_transform_of_constant_image_is_constant(tmp_path, no_md5):
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    flat = torch.full((3, 3, 32, 32), 77, dtype=torch.uint8)
+    out = data.inputs(flat, train=True, gen=torch.Generator().manual_seed(0))
+    expected = (77 / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(out, expected.view(1, 3, 1, 1).expand_as(out), rtol=1e-4, atol=1e-4)
+
+
+def test_random_resized_crop_boxes():
+    n, size = 4000, 224
+    boxes = random_resized_crop_boxes(n, size, torch.Generator().manual_seed(0))
+    assert boxes.shape == (n, 4)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= size).all() and (y2 <= size).all()
+    assert torch.equal(boxes, boxes.round())  # whole pixels, as torchvision's integer crop
+    w, h = x2 - x1, y2 - y1
+    assert (w > 0).all() and (h > 0).all()
+    area = w * h / size**2
+    aspect = w / h
+    assert area.min() >= 0.08 * 0.97 and area.max() <= 1.0
+    assert aspect.min() >= 0.75 * 0.97 and aspect.max() <= 4 / 3 * 1.03
+    # the draws cover the range (not a constant crop)
+    assert area.min() < 0.15 and area.max() > 0.9
+    assert aspect.min() < 0.8 and aspect.max() > 1.25
+    assert len(torch.unique(x1)) > 50 and len(torch.unique(y1)) > 50
+    # mean area of the first fitting draw (uniform area, most draws fit): clearly below 1
+    assert 0.4 < area.mean().item() < 0.7
+    same = random_resized_crop_boxes(n, size, torch.Generator().manual_seed(0))
+    assert torch.equal(boxes, same)
+
+
+def test_cifar100_class_run(tmp_path, no_md5):
+    write_cifar100(tmp_path / "data", train_size=10, test_size=10)  # ResNet-18 at 224 on a CPU: few images
+    torch.set_num_threads(2)
+    cfg = validate(Config(dataset="cifar100", scenario="class", forget_class=0, forget_repeat=2, train_epochs=1,
+                          batch_size=8, unlearn_epochs=1, eval_batch_size=16, mia_train_size=4, seeds=[0],
+                          data_root=str(tmp_path / "data"), download=False, out_dir=str(tmp_path / "runs"),
+                          num_threads=2))
+    doc = main.run(cfg, log=lambda _: None)
+    saved = json.loads((cfg.run_dir / "results.json").read_text())
+    assert saved["seeds"] == doc["seeds"]
+    row = saved["seeds"][0]
+    assert math.isfinite(row["remain_acc"]) and 0 <= row["remain_acc"] <= 100
+    assert math.isfinite(row["forget_acc"]) and math.isfinite(row["mia"])
+    per_seed = saved["meta"]["per_seed"][0]
+    assert per_seed["forget"] == 2 * 2  # two class-0 images (of 10), repeated twice
+    assert per_seed["sample"] == 4 and per_seed["remain"] == 8
+    assert per_seed["traces"]["counterfactuals"] == 4
+    assert len(per_seed["traces"]["loss_rep"]) == 1  # one batch pair of 8 for the one epoch
+    assert saved["meta"]["original"]["trained_now"] is True
+    assert saved["config"]["dataset"] == "cifar100"

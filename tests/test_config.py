@@ -1,0 +1,213 @@
+"""Config resolution: defaults, presets, overrides, coercion and every error path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Config, ConfigError, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# the spec's hyperparameter table: (scenario family) -> (epochs, IMPAIR_LR = out_lr, KL_LR = rep_lr)
+TABLE = {
+    ("mnist", "random"): (10, 5e-4, 4e-4),
+    ("mnist", "class"): (2, 1e-3, 4e-4),
+    ("cifar", "random"): (10, 1e-4, 1e-5),
+    ("cifar", "class"): (2, 5e-5, 1e-5),
+}
+PRESETS = [f"{d}_{s}" for d in ("mnist", "fashion_mnist", "cifar10", "cifar100") for s in ("class", "random")]
+
+
+def test_defaults_are_the_release_mnist_class0_removal():
+    cfg = parse_args([])
+    assert cfg.dataset == "mnist"
+    assert cfg.scenario == "class"
+    assert cfg.forget_class == 0
+    assert cfg.unlearn_epochs == 2
+    assert cfg.out_lr == pytest.approx(1e-3)
+    assert cfg.rep_lr == pytest.approx(4e-4)
+    assert cfg.batch_size == 32
+    assert cfg.weight_decay == pytest.approx(1e-4)
+    assert cfg.train_epochs == 20
+    assert cfg.train_lr == pytest.approx(1e-3)
+    assert cfg.forget_repeat == 1
+    assert cfg.method == "camu"
+
+
+def test_preset_then_overrides_win():
+    preset = str(CONFIGS / "mnist_random.yaml")
+    cfg = parse_args([preset])
+    assert (cfg.scenario, cfg.unlearn_epochs, cfg.out_lr) == ("random", 10, pytest.approx(5e-4))
+    cfg = parse_args([preset, "--unlearn_epochs=3", "--out_lr=0.25", "--scenario=class"])
+    assert cfg.unlearn_epochs == 3
+    assert cfg.out_lr == pytest.approx(0.25)
+    assert cfg.scenario == "class"
+    assert cfg.rep_lr == pytest.approx(4e-4)  # untouched keys keep the preset's value
+
+
+def test_later_override_of_the_same_key_wins():
+    assert parse_args(["--unlearn_epochs=3", "--unlearn_epochs=5"]).unlearn_epochs == 5
+
+
+def test_seeds_list():
+    assert parse_args(["--seeds=0,1,2"]).seeds == [0, 1, 2]
+    assert parse_args(["--seeds=7"]).seeds == [7]
+    assert parse_args(["--seeds= 3, 4"]).seeds == [3, 4]
+
+
+def test_int_for_float_field_is_coerced(tmp_path):
+    cfg = parse_args(["--out_lr=1"])
+    assert isinstance(cfg.out_lr, float) and cfg.out_lr == 1.0
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rep_lr: 2\ntrain_lr: 1e-3\n")  # YAML reads 1e-3 (no dot) as a string
+    cfg = parse_args([str(preset)])
+    assert isinstance(cfg.rep_lr, float) and cfg.rep_lr == 2.0
+    assert isinstance(cfg.train_lr, float) and cfg.train_lr == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("text, expected", [("true", True), ("True", True), ("1", True), ("yes", True),
+                                            ("on", True), ("false", False), ("FALSE", False), ("0", False),
+                                            ("no", False), ("off", False)])
+def test_bool_parsing(text, expected):
+    assert parse_args([f"--download={text}"]).download is expected
+    assert parse_args([f"--eval_train_augment={text}"]).eval_train_augment is expected
+
+
+def test_bool_from_yaml(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("download: false\n")
+    assert parse_args([str(preset)]).download is False
+
+
+def test_run_name_default_and_explicit():
+    assert parse_args([]).run_name == "mnist-class-camu"
+    assert parse_args(["--dataset=cifar10", "--scenario=random"]).run_name == "cifar10-random-camu"
+    assert parse_args(["--run_name=mine"]).run_name == "mine"
+    cfg = parse_args(["--run_name=mine", "--out_dir=/somewhere"])
+    assert cfg.run_dir == Path("/somewhere") / "mine"
+
+
+def test_forget_class_range_depends_on_dataset():
+    assert parse_args(["--forget_class=9"]).forget_class == 9
+    assert parse_args(["--dataset=cifar100", "--forget_class=99"]).forget_class == 99
+    with pytest.raises(ConfigError, match="forget_class"):
+        parse_args(["--forget_class=10"])
+    with pytest.raises(ConfigError, match="forget_class"):
+        parse_args(["--dataset=cifar100", "--forget_class=100"])
+    with pytest.raises(ConfigError, match="forget_class"):
+        parse_args(["--forget_class=-1"])
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--nope=1"], "nope"),
+    (["--train_epochs=abc"], "train_epochs"),
+    (["--train_epochs=1.5"], "train_epochs"),
+    (["--out_lr=fast"], "out_lr"),
+    (["--seeds=a,b"], "seeds"),
+    (["--download=maybe"], "download"),
+    (["--forget_class=10"], "forget_class"),
+    (["--dataset=cifar100", "--forget_class=100"], "forget_class"),
+    (["--scenario=random", "--forget_fraction=0"], "forget_fraction"),
+    (["--scenario=random", "--forget_fraction=1"], "forget_fraction"),
+    (["--scenario=random", "--forget_fraction=1.5"], "forget_fraction"),
+    (["--dataset=imagenet"], "dataset"),
+    (["--scenario=half"], "scenario"),
+    (["--device=tpu"], "device"),
+    (["--method=retrain_magic"], "method"),
+    (["--seeds=1,1"], "seeds"),
+    (["--batch_size=0"], "batch_size"),
+    (["--seeds", "1"], "--seeds"),
+    (["seeds=1"], "seeds=1"),  # first positional is a preset path that does not exist
+    (["--seeds=1", "configs/mnist_class.yaml"], "configs/mnist_class.yaml"),
+    (["does/not/exist.yaml"], "does/not/exist.yaml"),
+])
+def test_config_errors(argv, word):
+    with pytest.raises(ConfigError) as info:
+        parse_args(argv)
+    message = str(info.value)
+    assert word in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text, word", [("train_epochs: 1.5\n", "train_epochs"), ("seeds: [0, x]\n", "seeds"),
+                                        ("download: maybe\n", "download"), ("run_name: [a, b]\n", "run_name"),
+                                        ("forget_fraction: 0\nscenario: random\n", "forget_fraction")])
+def test_bad_values_in_preset(tmp_path, text, word):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    with pytest.raises(ConfigError, match=word):
+        parse_args([str(preset)])
+
+
+def test_unknown_key_in_preset(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("dataset: mnist\nunlearn_epoch: 3\n")
+    with pytest.raises(ConfigError, match="unlearn_epoch") as info:
+        parse_args([str(preset)])
+    assert str(preset) in str(info.value)
+
+
+def test_preset_not_a_mapping_or_bad_yaml(tmp_path):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError):
+        parse_args([str(listing)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("dataset: [mnist\n")
+    with pytest.raises(ConfigError):
+        parse_args([str(broken)])
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_match_the_spec_table(name):
+    path = CONFIGS / f"{name}.yaml"
+    assert path.is_file()
+    cfg = parse_args([str(path)])
+    dataset, scenario = name.rsplit("_", 1)
+    assert (cfg.dataset, cfg.scenario) == (dataset, scenario)
+    family = "cifar" if dataset.startswith("cifar") else "mnist"
+    epochs, out_lr, rep_lr = TABLE[(family, scenario)]
+    assert cfg.unlearn_epochs == epochs
+    assert cfg.out_lr == pytest.approx(out_lr, rel=1e-12)
+    assert cfg.rep_lr == pytest.approx(rep_lr, rel=1e-12)
+    assert cfg.forget_repeat == (10 if name == "cifar100_class" else 1)
+    assert cfg.train_epochs == 20
+    assert cfg.train_lr == pytest.approx(1e-3)
+    assert cfg.batch_size == 32
+    assert cfg.weight_decay == pytest.approx(1e-4)
+    assert cfg.seeds == [0, 1, 2, 3, 4]
+    if scenario == "class":
+        assert cfg.forget_class == 0
+    else:
+        assert cfg.forget_fraction == pytest.approx(0.1)
+    assert cfg.run_name == f"{dataset}-{scenario}-camu"
+
+
+def test_exactly_the_eight_presets_exist():
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(PRESETS)
+
+
+def test_to_dict_round_trips():
+    cfg = parse_args(["--seeds=3,4", "--out_lr=0.5"])
+    assert Config(**cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("arg, word", [("--nope=1", "nope"), ("--forget_class=12", "forget_class")])
+def test_cli_config_error_exits_2_with_one_line(tmp_path, arg, word):
+    out_dir = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "main.py", arg, f"--out_dir={out_dir}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert word in lines[0]
+    assert not out_dir.exists()

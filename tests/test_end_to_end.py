@@ -1,0 +1,125 @@
+"""Whole runs of ``main.run`` on a small MNIST slice, and the command line's data error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main
+from config import validate
+from data import generator, make_split
+from eval import accuracy, predict
+from models.original import original_model
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"seed", "remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia",
+            "unlearn_time_s"}
+METRIC_KEYS = ROW_KEYS - {"seed"}
+
+
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory):
+    """One out_dir for this module's runs: the original model's cache is shared between them."""
+    return tmp_path_factory.mktemp("e2e")
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def test_class_removal(small_cfg, shared_out, mnist_small):
+    cfg = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu")  # bit-for-bit repeatable on CPU
+    doc = main.run(cfg, log=quiet)
+
+    path = cfg.run_dir / "results.json"
+    assert path.is_file()
+    saved = json.loads(path.read_text())
+    assert {"config", "seeds", "mean", "std"} <= set(saved)
+    assert saved["config"] == json.loads(json.dumps(cfg.to_dict()))
+    assert saved["seeds"] == doc["seeds"]
+    assert [row["seed"] for row in saved["seeds"]] == [0]
+    for row in saved["seeds"]:
+        assert set(row) == ROW_KEYS
+        assert all(math.isfinite(row[k]) for k in METRIC_KEYS)
+    assert set(saved["mean"]) == METRIC_KEYS
+    assert set(saved["std"]) == METRIC_KEYS
+    assert saved["mean"]["forget_acc"] == pytest.approx(saved["seeds"][0]["forget_acc"])
+    assert saved["std"]["remain_acc"] == pytest.approx(0.0)
+    assert saved["meta"]["original"]["trained_now"] is True
+    assert saved["meta"]["complete"] is True
+
+    # the split saved beside the results is the seed's split
+    split = make_split(mnist_small.train.labels, "class", 0, cfg.forget_fraction, 1, generator(0, "split"))
+    with np.load(cfg.run_dir / "split-seed0.npz") as saved_split:
+        assert np.array_equal(saved_split["forget"], split.forget.numpy())
+        assert np.array_equal(saved_split["sample"], split.sample.numpy())
+
+    # the original model (the same weights, from the cache now) knew the forget class; the unlearned one does not
+    original, info = original_model(cfg, mnist_small)
+    assert not info.trained
+    forget_logits = predict(original, mnist_small, mnist_small.train.images[split.forget])
+    assert accuracy(forget_logits, mnist_small.train.labels[split.forget]) > 80
+    row = saved["seeds"][0]
+    assert row["forget_acc"] < 10
+    assert row["remain_acc"] > 85
+    assert row["test_forget_acc"] < 10
+    assert row["test_remain_acc"] > 80
+    assert row["unlearn_time_s"] > 0
+    assert 0 <= row["mia"] <= 1
+
+    # a second run loads the original model and reproduces every metric but the time
+    again = main.run(cfg, log=quiet)
+    saved2 = json.loads(path.read_text())
+    assert saved2["meta"]["original"]["trained_now"] is False
+    assert again["meta"]["original"]["trained_now"] is False
+    for first, second in zip(saved["seeds"], saved2["seeds"], strict=True):
+        assert {k: v for k, v in first.items() if k != "unlearn_time_s"} == \
+               {k: v for k, v in second.items() if k != "unlearn_time_s"}
+
+
+def test_random_removal_keeps_the_forget_set(small_cfg, shared_out):
+    cfg = validate(dataclasses.replace(small_cfg, scenario="random", forget_fraction=0.1, unlearn_epochs=2,
+                                       out_dir=str(shared_out), device="cpu", run_name=""))
+    assert cfg.run_name == "mnist-random-camu"
+    doc = main.run(cfg, log=quiet)
+    row = json.loads((cfg.run_dir / "results.json").read_text())["seeds"][0]
+    assert row == doc["seeds"][0]
+    assert doc["meta"]["per_seed"][0]["forget"] == 300
+    assert row["forget_acc"] > 80
+    assert row["remain_acc"] > 80
+    assert row["test_acc"] > 80
+
+
+def test_cli_missing_data(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out_dir = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "main.py", f"--data_root={empty}", "--download=false",
+                           f"--out_dir={out_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert str(empty / "MNIST" / "raw") in lines[0]
+    assert not out_dir.exists()
+    assert list(empty.iterdir()) == []
+
+
+def test_seeds_are_independent_of_each_other(small_cfg, shared_out):
+    """A seed's row is the same whether it runs alone or after another seed."""
+    base = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu", unlearn_epochs=1,
+                               mia_train_size=200)
+    both = main.run(dataclasses.replace(base, seeds=[1, 0], run_name="both"), log=quiet)
+    alone = main.run(dataclasses.replace(base, seeds=[0], run_name="alone"), log=quiet)
+    strip = [{k: v for k, v in r.items() if k != "unlearn_time_s"} for r in (both["seeds"][1], alone["seeds"][0])]
+    assert strip[0] == strip[1]
+    assert both["seeds"][0]["seed"] == 1
+    pair = [r["remain_acc"] for r in both["seeds"]]
+    assert both["mean"]["remain_acc"] == pytest.approx(sum(pair) / 2)
+    assert both["std"]["remain_acc"] == pytest.approx(abs(pair[0] - pair[1]) / 2)
