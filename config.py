@@ -68,6 +68,9 @@ class Config:
     # --- hardware
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # CPU threads for torch (0: torch's default)
+    channels_last: bool = True  # NHWC convolutions (rounding only; see README, Speed)
+    fused_adam: bool = True  # Adam as one fused kernel (rounding only)
+    bf16: bool = False  # bfloat16 autocast of forward passes (faster on CPUs with AVX-512 BF16; see README)
 
     @property
     def num_classes(self) -> int:

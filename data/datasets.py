@@ -59,6 +59,11 @@ class Dataset:
     def inputs(self, images: torch.Tensor, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
         return self.transform(images, train, gen)
 
+    @property
+    def augments(self) -> bool:
+        """Whether the training transform is random (then an input differs at every draw)."""
+        return not isinstance(self.transform, Identity)
+
 
 _CLASSES = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST, "cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"

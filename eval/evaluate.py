@@ -12,6 +12,7 @@ from data.splits import Split
 from eval.accuracy import accuracy
 from eval.mia import faithful_mia
 from eval.predict import predict
+from models.runtime import Runtime
 
 METRICS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia")
 
@@ -25,9 +26,10 @@ def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple
     """
     device = data.train.labels.device
     augment = cfg.eval_train_augment and data.name.startswith("cifar")
+    runtime = Runtime.from_config(cfg)
     train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
-                           gen=generator(seed, "eval/augment", device))
-    test_logits = predict(model, data, data.test.images, cfg.eval_batch_size)
+                           gen=generator(seed, "eval/augment", device), runtime=runtime)
+    test_logits = predict(model, data, data.test.images, cfg.eval_batch_size, runtime=runtime)
     return train_logits, test_logits
 
 

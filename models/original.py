@@ -11,6 +11,7 @@ from config import Config
 from data.datasets import Dataset
 from models import build_model
 from models.cache import CacheInfo, cached_model
+from models.runtime import Runtime
 from models.train import train_classifier
 
 
@@ -18,19 +19,21 @@ def original_key(cfg: Config) -> dict:
     """Everything that determines the original model's weights."""
     return {"dataset": cfg.dataset, "model": cfg.model_name, "epochs": cfg.train_epochs, "lr": cfg.train_lr,
             "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "seed": cfg.train_seed,
-            "train_limit": cfg.train_limit}
+            "train_limit": cfg.train_limit, "bf16": cfg.bf16, "channels_last": cfg.channels_last,
+            "fused_adam": cfg.fused_adam}
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
     """The cached original model for ``cfg``, trained first when there is none."""
     device = data.train.labels.device
     torch.manual_seed(cfg.train_seed)  # the initialisation is part of the key
-    model = build_model(cfg.model_name, data.num_classes).to(device)
+    runtime = Runtime.from_config(cfg)
+    model = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
     everything = torch.arange(len(data.train), device=device)
 
     def train(m: nn.Module) -> list[float]:
         return train_classifier(m, data, everything, cfg.train_epochs, cfg.train_lr, cfg.weight_decay,
-                                cfg.batch_size, cfg.train_seed, desc="original")
+                                cfg.batch_size, cfg.train_seed, desc="original", runtime=runtime)
 
     info = cached_model(model, Path(cfg.out_dir) / "checkpoints", f"original-{cfg.dataset}",
                         original_key(cfg), train, cfg.to_dict())

@@ -10,10 +10,12 @@ from tqdm import tqdm
 from data.batches import batch_indices, num_batches
 from data.datasets import Dataset
 from data.rng import generator
+from models.runtime import PLAIN, Runtime
 
 
 def train_classifier(model: nn.Module, data: Dataset, indices: torch.Tensor, epochs: int, lr: float,
-                     weight_decay: float, batch_size: int, seed: int, desc: str = "train") -> list[float]:
+                     weight_decay: float, batch_size: int, seed: int, desc: str = "train",
+                     runtime: Runtime = PLAIN) -> list[float]:
     """Train ``model`` in place on ``data.train[indices]``; returns the mean loss of each epoch.
 
     Batches get the training transform (augmentation on CIFAR), each batch its own draw.
@@ -22,7 +24,7 @@ def train_classifier(model: nn.Module, data: Dataset, indices: torch.Tensor, epo
     indices = indices.to(device)
     order = generator(seed, "train/order")
     augment = generator(seed, "train/augment", device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = runtime.adam(model.parameters(), lr, weight_decay)
     model.train()
     losses = []
     steps = num_batches(len(indices), batch_size)
@@ -33,8 +35,9 @@ def train_classifier(model: nn.Module, data: Dataset, indices: torch.Tensor, epo
         for pos in bar:
             idx = indices[pos]
             x = data.inputs(data.train.images[idx], train=True, gen=augment)
-            logits, _ = model(x)
-            loss = F.cross_entropy(logits, data.train.labels[idx])
+            with runtime.autocast(device):
+                logits, _ = model(x)
+            loss = F.cross_entropy(logits.float(), data.train.labels[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -19,6 +19,7 @@ from config import Config
 from data.batches import batch_indices, num_batches
 from data.counterfactual import build_counterfactuals
 from data.rng import generator
+from models.runtime import PLAIN, Runtime
 from unlearn.base import UnlearnTask, forward_pair
 
 
@@ -43,21 +44,40 @@ def output_loss(logits_s: torch.Tensor, y_s: torch.Tensor, logits_f: torch.Tenso
     return w_remain * F.cross_entropy(logits_s, y_s) + w_forget * F.cross_entropy(logits_f, y_cf)
 
 
+def original_embeddings(original: nn.Module, x: torch.Tensor, batch_size: int, runtime: Runtime = PLAIN
+                        ) -> torch.Tensor:
+    """The frozen original's embeddings of fixed inputs, computed once (float32)."""
+    with torch.no_grad(), runtime.autocast(x.device):
+        return torch.cat([original(c)[1].float() for c in x.split(batch_size)])
+
+
 def camu_step(model: nn.Module, original: nn.Module, opt_kl: torch.optim.Optimizer, opt_out: torch.optim.Optimizer,
               x_s: torch.Tensor, y_s: torch.Tensor, x_f: torch.Tensor, x_cf: torch.Tensor, y_cf: torch.Tensor,
-              cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """One representation step and one output step; returns both losses (detached)."""
-    with torch.no_grad():
-        (_, orig_s), (_, orig_cf) = forward_pair(original, x_s, x_cf)
-    (_, emb_s), (_, emb_f) = forward_pair(model, x_s, x_f)
-    loss_rep = representation_loss(orig_s, emb_s, orig_cf, emb_f,
+              cfg: Config, targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+              runtime: Runtime = PLAIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """One representation step and one output step; returns both losses (detached).
+
+    ``targets``: the original's embeddings of x_s and x_cf when already known (inputs
+    that no augmentation changes); otherwise they are computed here.
+    """
+    device = x_s.device
+    if targets is None:
+        with torch.no_grad(), runtime.autocast(device):
+            (_, orig_s), (_, orig_cf) = forward_pair(original, x_s, x_cf)
+    else:
+        orig_s, orig_cf = targets
+    with runtime.autocast(device):
+        (_, emb_s), (_, emb_f) = forward_pair(model, x_s, x_f)
+    loss_rep = representation_loss(orig_s.float(), emb_s.float(), orig_cf.float(), emb_f.float(),
                                    cfg.camu_rep_remain_weight, cfg.camu_rep_forget_weight)
     opt_kl.zero_grad()
     loss_rep.backward()
     opt_kl.step()
 
-    (logits_s, _), (logits_f, _) = forward_pair(model, x_s, x_f)
-    loss_out = output_loss(logits_s, y_s, logits_f, y_cf, cfg.camu_out_remain_weight, cfg.camu_out_forget_weight)
+    with runtime.autocast(device):
+        (logits_s, _), (logits_f, _) = forward_pair(model, x_s, x_f)
+    loss_out = output_loss(logits_s.float(), y_s, logits_f.float(), y_cf,
+                           cfg.camu_out_remain_weight, cfg.camu_out_forget_weight)
     opt_out.zero_grad()
     loss_out.backward()
     opt_out.step()
@@ -69,13 +89,19 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     data, split = task.data, task.split
     device = data.train.labels.device
     cf = build_counterfactuals(data, split, task.seed)
-    opt_kl = torch.optim.Adam(model.parameters(), lr=cfg.rep_lr, weight_decay=cfg.weight_decay)
-    opt_out = torch.optim.Adam(model.parameters(), lr=cfg.out_lr, weight_decay=cfg.weight_decay)
+    runtime = Runtime.from_config(cfg)
+    opt_kl = runtime.adam(model.parameters(), cfg.rep_lr, cfg.weight_decay)
+    opt_out = runtime.adam(model.parameters(), cfg.out_lr, cfg.weight_decay)
     original.eval()
     model.train()
     order = generator(task.seed, "camu/order")
     augment = generator(task.seed, "camu/augment", device)
     sample = split.sample.to(device)
+    fixed = not data.augments  # then the original's view of x_s and x_cf never changes: compute it once
+    if fixed:
+        orig_s_all = original_embeddings(original, data.inputs(data.train.images[sample], train=True),
+                                         cfg.eval_batch_size, runtime)
+        orig_cf_all = original_embeddings(original, cf.x_cf, cfg.eval_batch_size, runtime)
     rep_losses, out_losses = [], []
     steps = min(num_batches(len(cf), cfg.batch_size), num_batches(len(sample), cfg.batch_size))
     for epoch in range(cfg.unlearn_epochs):
@@ -87,8 +113,9 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         for cb, sb in bar:
             idx = sample[sb]
             x_s = data.inputs(data.train.images[idx], train=True, gen=augment)
+            targets = (orig_s_all[sb], orig_cf_all[cb]) if fixed else None
             rep, out = camu_step(model, original, opt_kl, opt_out, x_s, data.train.labels[idx],
-                                 cf.x_f[cb], cf.x_cf[cb], cf.y_cf[cb], cfg)
+                                 cf.x_f[cb], cf.x_cf[cb], cf.y_cf[cb], cfg, targets, runtime)
             rep_losses.append(rep)
             out_losses.append(out)
     stacked = torch.stack([torch.stack(rep_losses), torch.stack(out_losses)]).tolist() if rep_losses else [[], []]
