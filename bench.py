@@ -26,6 +26,7 @@ from eval.evaluate import accuracies, all_logits, mia_score
 from main import resolve_device, split_for_seed, sync
 from models import build_model
 from models.original import original_model
+from models.runtime import Runtime
 from models.train import train_classifier
 from storage import write_json
 from unlearn import UnlearnTask, get_method
@@ -74,12 +75,17 @@ def main(argv: list[str]) -> int:
 
     # one training epoch of a fresh model; warm-up: one short epoch on a slice
     torch.manual_seed(cfg.train_seed)
-    fresh = build_model(cfg.model_name, data.num_classes).to(device)
+    runtime = Runtime.from_config(cfg, device)  # the same layout, precision and optimiser as the original's training
+    fresh = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
     warm = torch.arange(min(len(data.train), 50 * cfg.batch_size), device=device)
-    train_classifier(fresh, data, warm, 1, cfg.train_lr, cfg.weight_decay, cfg.batch_size, seed, desc="warm-up")
     everything = torch.arange(len(data.train), device=device)
-    phases["train_epoch_s"], _ = timed(lambda: train_classifier(
-        fresh, data, everything, 1, cfg.train_lr, cfg.weight_decay, cfg.batch_size, seed, desc="bench"), device)
+
+    def epoch(indices: torch.Tensor, desc: str) -> list[float]:
+        return train_classifier(fresh, data, indices, 1, cfg.train_lr, cfg.weight_decay, cfg.batch_size, seed,
+                                desc=desc, runtime=runtime)
+
+    epoch(warm, "warm-up")
+    phases["train_epoch_s"], _ = timed(lambda: epoch(everything, "bench"), device)
 
     phases["split_s"], split = timed(lambda: split_for_seed(cfg, data.train.labels, seed), device, repeat=5)
     phases["counterfactual_s"], _ = timed(lambda: build_counterfactuals(data, split, seed), device, repeat=3)

@@ -70,7 +70,7 @@ class Config:
     num_threads: int = 0  # CPU threads for torch (0: torch's default)
     channels_last: bool = True  # NHWC convolutions (rounding only; see README, Speed)
     fused_adam: bool = True  # Adam as one fused kernel (rounding only)
-    bf16: bool = False  # bfloat16 autocast of forward passes (faster on CPUs with AVX-512 BF16; see README)
+    bf16: str = "auto"  # bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA) | true | false
 
     @property
     def num_classes(self) -> int:
@@ -206,10 +206,14 @@ def validate(cfg: Config) -> Config:
     for key in ("out_dir", "data_root"):
         if not getattr(cfg, key):
             raise ConfigError(f"{key}: must not be empty")
+    switch = {"true": "true", "1": "true", "yes": "true", "on": "true",
+              "false": "false", "0": "false", "no": "false", "off": "false", "auto": "auto"}
+    if cfg.bf16.lower() not in switch:
+        raise ConfigError(f"bf16: {cfg.bf16!r} is not one of auto, true, false")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")
-    return dataclasses.replace(cfg, run_name=run_name)
+    return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
 
 
 def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) -> Config:

@@ -10,6 +10,7 @@ run keeps the seeds it finished.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import platform
 import sys
@@ -26,6 +27,7 @@ from data import DataError, Split, load_dataset, make_split
 from data.rng import generator
 from eval import evaluate
 from models.original import original_model
+from models.runtime import Runtime
 from report import format_table, git_commit, results_document
 from storage import write_bytes, write_json
 from unlearn import UnlearnTask, get_method
@@ -71,6 +73,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "runtime": dataclasses.asdict(Runtime.from_config(cfg, device)),
         "original": {"path": str(info.path), "trained_now": info.trained, "train_time_s": info.train_time_s},
         "per_seed": [], "complete": False,
     }

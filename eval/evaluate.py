@@ -26,7 +26,7 @@ def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple
     """
     device = data.train.labels.device
     augment = cfg.eval_train_augment and data.name.startswith("cifar")
-    runtime = Runtime.from_config(cfg)
+    runtime = Runtime.from_config(cfg, device)
     train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
                            gen=generator(seed, "eval/augment", device), runtime=runtime)
     test_logits = predict(model, data, data.test.images, cfg.eval_batch_size, runtime=runtime)

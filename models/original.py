@@ -15,19 +15,19 @@ from models.runtime import Runtime
 from models.train import train_classifier
 
 
-def original_key(cfg: Config) -> dict:
+def original_key(cfg: Config, runtime: Runtime) -> dict:
     """Everything that determines the original model's weights."""
     return {"dataset": cfg.dataset, "model": cfg.model_name, "epochs": cfg.train_epochs, "lr": cfg.train_lr,
             "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "seed": cfg.train_seed,
-            "train_limit": cfg.train_limit, "bf16": cfg.bf16, "channels_last": cfg.channels_last,
-            "fused_adam": cfg.fused_adam}
+            "train_limit": cfg.train_limit, "bf16": runtime.bf16, "channels_last": runtime.channels_last,
+            "fused_adam": runtime.fused_adam}
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
     """The cached original model for ``cfg``, trained first when there is none."""
     device = data.train.labels.device
     torch.manual_seed(cfg.train_seed)  # the initialisation is part of the key
-    runtime = Runtime.from_config(cfg)
+    runtime = Runtime.from_config(cfg, device)
     model = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
     everything = torch.arange(len(data.train), device=device)
 
@@ -36,6 +36,6 @@ def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
                                 cfg.batch_size, cfg.train_seed, desc="original", runtime=runtime)
 
     info = cached_model(model, Path(cfg.out_dir) / "checkpoints", f"original-{cfg.dataset}",
-                        original_key(cfg), train, cfg.to_dict())
+                        original_key(cfg, runtime), train, cfg.to_dict())
     model.eval()
     return model, info

@@ -89,7 +89,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     data, split = task.data, task.split
     device = data.train.labels.device
     cf = build_counterfactuals(data, split, task.seed)
-    runtime = Runtime.from_config(cfg)
+    runtime = Runtime.from_config(cfg, device)
     opt_kl = runtime.adam(model.parameters(), cfg.rep_lr, cfg.weight_decay)
     opt_out = runtime.adam(model.parameters(), cfg.out_lr, cfg.weight_decay)
     original.eval()

@@ -1,0 +1,65 @@
+"""Runtime switches: bf16 resolution, channels_last layout, fused Adam, and their config keys."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from config import ConfigError, parse_args
+from models import build_model
+from models.runtime import PLAIN, Runtime, cpu_has_native_bf16, resolve_bf16
+
+
+def test_bf16_resolution():
+    assert resolve_bf16("true", "cpu") and resolve_bf16("true", "cuda")
+    assert not resolve_bf16("false", "cpu")
+    assert not resolve_bf16("auto", "cuda")  # unmeasured on GPUs: stays float32
+    assert resolve_bf16("auto", "cpu") == cpu_has_native_bf16()
+
+
+def test_bf16_config_values():
+    assert parse_args([]).bf16 == "auto"
+    assert parse_args(["--bf16=yes"]).bf16 == "true"
+    assert parse_args(["--bf16=OFF"]).bf16 == "false"
+    with pytest.raises(ConfigError, match="bf16"):
+        parse_args(["--bf16=maybe"])
+
+
+def test_channels_last_computes_the_same_function():
+    torch.manual_seed(0)
+    plain = build_model("cnn", 10)
+    fast = Runtime(channels_last=True).prepare(copy.deepcopy(plain))
+    assert fast.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(16, 1, 28, 28)
+    for a, b in zip(plain(x), fast(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_adam_takes_the_same_steps():
+    torch.manual_seed(0)
+    a = build_model("cnn", 10)
+    b = copy.deepcopy(a)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for model, runtime in ((a, PLAIN), (b, Runtime(fused_adam=True))):
+        opt = runtime.adam(model.parameters(), 1e-3, 1e-4)
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(x)[0], y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_stays_close():
+    torch.manual_seed(0)
+    model = build_model("cnn", 10).eval()
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        ref = model(x)[0]
+        with Runtime(bf16=True).autocast("cpu"):
+            low = model(x)[0]
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.02)
