@@ -55,6 +55,10 @@ class Config:
     weight_decay: float = 1e-4  # Adam weight decay of every optimiser
     eval_batch_size: int = 1024  # evaluation speed only (CIFAR with eval_train_augment: which crop each image draws)
     # --- evaluation
+    compare_retrain: bool = True  # also evaluate a model retrained on D_r (cached per split) and report gaps to it
+    mia_attacks: list[str] = field(default_factory=lambda: ["efficacy", "loss", "entropy"])  # beside the XGBoost MIA
+    ulira_shadows: int = 4  # U-LiRA-lite: shadow CNNs trained from scratch on random halves (>= 2; expensive, opt-in)
+    ulira_epochs: int = 2  # U-LiRA-lite: training epochs of each shadow (original recipe otherwise)
     mia_train_size: int = 4000  # members from D_s and non-members from the test set
     mia_fit_fraction: float = 0.99  # share of the attacker rows it is fit on
     eval_train_augment: bool = True  # CIFAR: D_r / D_f / MIA features under the training augmentation, as the release
@@ -65,6 +69,66 @@ class Config:
     test_limit: int = 0  # use only the first N test samples (0: all)
     out_dir: str = "runs"  # results under out_dir/run_name, checkpoints under out_dir/checkpoints
     run_name: str = ""  # default: DATASET-SCENARIO-METHOD
+    # --- baselines: each key carries its method's prefix (sources in the method's file)
+    # >>> block A: finetune, neggrad, neggrad_plus, random_label
+    finetune_epochs: int = 2  # FT: passes over D_r (the SalUn release: 10 on CIFAR-10; fewer for the CPU budget)
+    finetune_lr: float = 0.01  # FT: learning rate (SalUn / Unlearn-Sparse release: 0.01)
+    finetune_optimizer: str = "sgd"  # FT: sgd | adam (the release: SGD)
+    finetune_momentum: float = 0.9  # FT: SGD momentum (the release: 0.9)
+    neggrad_epochs: int = 5  # NG: at most this many passes of gradient ascent over D_f (SalUn release GA: 5)
+    neggrad_lr: float = 1e-4  # NG: learning rate of the ascent (SalUn release GA: 1e-4)
+    neggrad_optimizer: str = "adam"  # NG: sgd | adam (the release: SGD; Adam bounds each step, see neggrad.py)
+    neggrad_momentum: float = 0.9  # NG: SGD momentum when neggrad_optimizer=sgd (the release: 0.9)
+    neggrad_stop_acc: float = 0.0  # NG: stop once a forget batch's accuracy (%) is at most this; negative: never
+    neggrad_plus_epochs: int = 1  # NG+: passes over D_r, D_f cycled alongside (SCRUB release: 10; CPU budget)
+    neggrad_plus_lr: float = 1e-4  # NG+: learning rate (SCRUB release: 0.01 with SGD; see neggrad_plus.py)
+    neggrad_plus_optimizer: str = "adam"  # NG+: sgd | adam (SCRUB release: SGD, which never starts forgetting on MNIST)
+    neggrad_plus_momentum: float = 0.0  # NG+: SGD momentum when neggrad_plus_optimizer=sgd (SCRUB release: none)
+    neggrad_plus_alpha: float = 0.95  # NG+: loss = alpha * CE(D_r) - (1 - alpha) * CE(D_f) (SCRUB release: 0.95)
+    neggrad_plus_stop_acc: float = 0.0  # NG+: stop once a forget batch's accuracy (%) is at most this; negative: never
+    random_label_epochs: int = 1  # RL: passes over D_f (random labels) and D_r shuffled together (SalUn: 10)
+    random_label_lr: float = 0.01  # RL: learning rate (SalUn release RL: 0.01 to 0.013)
+    random_label_optimizer: str = "sgd"  # RL: sgd | adam (the release: SGD)
+    random_label_momentum: float = 0.9  # RL: SGD momentum (the release: 0.9)
+    # <<< block A
+    # >>> block B: boundary_shrink, boundary_expand, unrolling_sgd, bad_teacher
+    boundary_shrink_epochs: int = 10  # BS: passes over D_f relabelled to the nearest wrong class (release: 10)
+    boundary_shrink_lr: float = 1e-5  # BS: SGD learning rate (paper and release: 1e-5)
+    boundary_shrink_momentum: float = 0.9  # BS: SGD momentum (release: 0.9)
+    boundary_shrink_bound: float = 0.1  # BS: FGSM L-inf step in pixel units of [0, 1] (release: 0.1)
+    boundary_expand_epochs: int = 10  # BE: passes over D_f labelled as the shadow class (release: 10)
+    boundary_expand_lr: float = 1e-5  # BE: SGD learning rate (paper and release: 1e-5)
+    boundary_expand_momentum: float = 0.9  # BE: SGD momentum (release: 0.9)
+    unrolling_sgd_scale: float = 1.0  # Unrolling SGD: multiplier of the single-gradient step (paper: 1)
+    bad_teacher_epochs: int = 1  # TS: passes over D_f + the D_r subset (release notebook: 1)
+    bad_teacher_lr: float = 1e-4  # TS: Adam learning rate (release notebook: 1e-4)
+    bad_teacher_retain_fraction: float = 0.3  # TS: share of D_r distilled from the competent teacher (release: 0.3)
+    bad_teacher_temperature: float = 1.0  # TS: KL temperature (release notebook: 1)
+    bad_teacher_batch_size: int = 256  # TS: batch of the mixed D_f + D_r subset (release notebook: 256)
+    # <<< block B
+    # >>> block C: scrub, salun, ssd
+    scrub_epochs: int = 3  # SCRUB epochs (sgda_epochs): each ends with a min pass over D_r
+    scrub_msteps: int = 2  # the first this many epochs start with a max pass over D_f
+    scrub_lr: float = 5e-4  # SGD learning rate (sgda_learning_rate)
+    scrub_momentum: float = 0.9  # SGD momentum
+    scrub_weight_decay: float = 5e-4  # SGD weight decay (SCRUB's own, not the shared weight_decay)
+    scrub_lr_decay_epochs: list[int] = field(default_factory=lambda: [3, 5, 9])  # lr x decay_rate after each
+    scrub_lr_decay_rate: float = 0.1  # learning-rate factor per passed entry of scrub_lr_decay_epochs
+    scrub_kd_t: float = 4.0  # distillation temperature kd_T of the student-teacher KL
+    scrub_gamma: float = 0.99  # weight of cross-entropy on D_r in the min step
+    scrub_alpha: float = 0.001  # weight of KL(teacher || student) on D_r in the min step
+    scrub_forget_batch_size: int = 512  # batch of the max steps over D_f
+    scrub_remain_batch_size: int = 256  # batch of the min steps over D_r
+    salun_threshold: float = 0.5  # share of weights (largest |grad| of the forget loss) the saliency mask frees
+    salun_epochs: int = 10  # random-label epochs, each a pass over D_f (random labels) then over D_r
+    salun_lr: float = 0.013  # SGD learning rate
+    salun_momentum: float = 0.9  # SGD momentum
+    salun_weight_decay: float = 5e-4  # SGD weight decay (applied to salient weights only)
+    salun_batch_size: int = 256  # batch of the mask pass and of unlearning
+    ssd_alpha: float = 10.0  # selection weighting: dampen where forget importance > alpha * full importance
+    ssd_lambda: float = 1.0  # dampening constant: factor min(lambda * full / forget, 1)
+    ssd_batch_size: int = 64  # batch of the importance passes (importance = mean squared batch gradient)
+    # <<< block C
     # --- hardware
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -130,19 +194,23 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     if typing.get_origin(kind) is list:
-        items = value.split(",") if isinstance(value, str) else value
-        if isinstance(items, int) and not isinstance(items, bool):
+        inner = typing.get_args(kind)[0]
+        what = "integers" if inner is int else "names"
+        items = [s for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        if items is None:
+            items = []
+        if isinstance(items, (int, str)) and not isinstance(items, bool):
             items = [items]
         if not isinstance(items, list):
-            raise ConfigError(f"{key}: expected a comma-separated list of integers, got {value!r}")
+            raise ConfigError(f"{key}: expected a comma-separated list of {what}, got {value!r}")
         out = []
         for item in items:
             if isinstance(item, str):
                 item = item.strip()
             try:
-                out.append(_coerce(key, item, int))
+                out.append(_coerce(key, item, inner))
             except ConfigError:
-                raise ConfigError(f"{key}: expected a comma-separated list of integers, got {value!r}") from None
+                raise ConfigError(f"{key}: expected a comma-separated list of {what}, got {value!r}") from None
         return out
     raise ConfigError(f"{key}: unsupported field type {kind}")  # pragma: no cover
 
@@ -172,6 +240,11 @@ def validate(cfg: Config) -> Config:
 
     if cfg.method not in METHODS:
         raise ConfigError(f"method: {cfg.method!r} is not one of {', '.join(sorted(METHODS))}")
+    from eval.mia_suite import ATTACKS
+
+    for name in cfg.mia_attacks:
+        if name not in ATTACKS:
+            raise ConfigError(f"mia_attacks: {name!r} is not one of {', '.join(ATTACKS)}")
     if not 0 <= cfg.forget_class < cfg.num_classes:
         raise ConfigError(f"forget_class: {cfg.forget_class} is out of range for {cfg.dataset} "
                           f"(0 to {cfg.num_classes - 1})")

@@ -14,18 +14,31 @@ from config import Config
 RESULT_KEYS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia",
                "unlearn_time_s")
 HEADERS = {"remain_acc": "D_r", "forget_acc": "D_f", "test_acc": "D_t", "test_remain_acc": "D_t,r",
-           "test_forget_acc": "D_t,f", "mia": "MIA", "unlearn_time_s": "time s"}
+           "test_forget_acc": "D_t,f", "mia": "MIA", "unlearn_time_s": "time s", "avg_gap": "avg gap"}
 
 
-def _clean(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
+def _clean(x: Any) -> Any:
+    """NaN -> None (JSON has no NaN), recursively through dicts."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, float):
+        return None if math.isnan(x) else x
+    return x
 
 
-def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] = RESULT_KEYS) -> tuple[dict, dict]:
+def scalar_keys(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """RESULT_KEYS, then every other numeric per-seed key (avg_gap, attack scores), in row order."""
+    extra = [k for k, v in rows[0].items() if k not in RESULT_KEYS and k != "seed"
+             and isinstance(v, (int, float)) and not isinstance(v, bool)] if rows else []
+    return RESULT_KEYS + tuple(extra)
+
+
+def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """Mean and population standard deviation (numpy's ``std``, ddof=0) of each key over seeds.
 
     A key that is NaN for every seed (an empty test class on a tiny slice) gives null.
     """
+    keys = scalar_keys(rows) if keys is None else keys
     mean, std = {}, {}
     for key in keys:
         values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
@@ -52,7 +65,7 @@ def git_commit() -> str | None:
 def results_document(cfg: Config, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """The results.json schema: config, per-seed rows, mean, std (and run metadata)."""
     mean, std = summarize(rows)
-    seeds = [{"seed": r["seed"], **{k: _clean(r[k]) for k in RESULT_KEYS}} for r in rows]
+    seeds = [_clean(dict(r)) for r in rows]
     return {"config": cfg.to_dict(), "seeds": seeds, "mean": mean, "std": std, "meta": meta}
 
 
@@ -65,9 +78,10 @@ def _fmt(x: float | None, key: str) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Per-seed rows, then mean +- std, as aligned text."""
     mean, std = summarize(rows)
-    header = ["seed"] + [HEADERS[k] for k in RESULT_KEYS]
-    lines = [[str(r["seed"])] + [_fmt(_clean(r[k]), k) for k in RESULT_KEYS] for r in rows]
-    lines.append(["mean"] + [f"{_fmt(mean[k], k)} +- {_fmt(std[k], k)}" for k in RESULT_KEYS])
+    keys = RESULT_KEYS + (("avg_gap",) if rows and "avg_gap" in rows[0] else ())
+    header = ["seed"] + [HEADERS[k] for k in keys]
+    lines = [[str(r["seed"])] + [_fmt(_clean(r[k]), k) for k in keys] for r in rows]
+    lines.append(["mean"] + [f"{_fmt(mean[k], k)} +- {_fmt(std[k], k)}" for k in keys])
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     out = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header] + lines]
     return "\n".join(out)

@@ -11,6 +11,7 @@ from data.rng import generator
 from data.splits import Split
 from eval.accuracy import accuracy
 from eval.mia import faithful_mia
+from eval.mia_suite import mia_suite
 from eval.predict import predict
 from models.runtime import Runtime
 
@@ -63,7 +64,10 @@ def mia_score(train_logits: torch.Tensor, test_logits: torch.Tensor, split: Spli
 
 
 def evaluate(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int) -> dict[str, float]:
-    """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f and the faithful MIA score."""
+    """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f, the faithful MIA score, and
+    ``mia_<name>`` for every attack of ``cfg.mia_attacks`` (eval/mia_suite.py)."""
     train_logits, test_logits = all_logits(model, data, cfg, seed)
+    suite = mia_suite(cfg.mia_attacks, model, data, split, cfg, seed, train_logits, test_logits)
     return {**accuracies(train_logits, test_logits, data, split, cfg.forget_class),
-            "mia": mia_score(train_logits, test_logits, split, cfg, seed)}
+            "mia": mia_score(train_logits, test_logits, split, cfg, seed),
+            **{f"mia_{name}": score for name, score in suite.items()}}

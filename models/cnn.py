@@ -26,3 +26,12 @@ class CNN(nn.Module):
         """x: N x 1 x 28 x 28 -> (logits N x classes, embedding N x 256)."""
         emb = self.embed(self.features(x).flatten(1))
         return self.head(emb), emb
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The last layer (logits), for methods that edit the output space."""
+        return self.head[1]
+
+    def set_classifier(self, layer: nn.Linear) -> None:
+        """Swap the last layer (nn.Module's attribute assignment would bypass a property setter)."""
+        self.head[1] = layer

@@ -23,3 +23,12 @@ class ResNet18(nn.Module):
         """x: N x 3 x 224 x 224 -> (logits N x classes, embedding N x 512)."""
         emb = self.features(x).flatten(1)
         return self.fc(emb), emb
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The last layer (logits), for methods that edit the output space."""
+        return self.fc
+
+    def set_classifier(self, layer: nn.Linear) -> None:
+        """Swap the last layer (nn.Module's attribute assignment would bypass a property setter)."""
+        self.fc = layer

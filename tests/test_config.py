@@ -211,3 +211,20 @@ def test_cli_config_error_exits_2_with_one_line(tmp_path, arg, word):
     assert len(lines) == 1, proc.stderr
     assert word in lines[0]
     assert not out_dir.exists()
+
+
+def test_mia_attack_names_are_checked():
+    assert parse_args(["--mia_attacks=loss,ulira"]).mia_attacks == ["loss", "ulira"]
+    assert parse_args(["--mia_attacks="]).mia_attacks == []
+    with pytest.raises(ConfigError, match="mia_attacks"):
+        parse_args(["--mia_attacks=loss,nope"])
+
+
+def test_every_registered_method_is_a_valid_choice():
+    from unlearn import METHODS
+
+    expected = {"camu", "retrain", "finetune", "neggrad", "neggrad_plus", "random_label", "boundary_shrink",
+                "boundary_expand", "unrolling_sgd", "bad_teacher", "scrub", "salun", "ssd"}
+    assert set(METHODS) == expected
+    for name in METHODS:
+        assert parse_args([f"--method={name}"]).run_name == f"mnist-class-{name}"

@@ -9,13 +9,39 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from unlearn import camu
+from unlearn import (
+    bad_teacher,
+    boundary_expand,
+    boundary_shrink,
+    camu,
+    finetune,
+    neggrad,
+    neggrad_plus,
+    random_label,
+    retrain,
+    salun,
+    scrub,
+    ssd,
+    unrolling_sgd,
+)
 from unlearn.base import UnlearnTask
 
 Method = Callable[..., dict[str, Any]]
 
 METHODS: dict[str, Method] = {
     "camu": camu.unlearn,
+    "retrain": retrain.unlearn,
+    "finetune": finetune.unlearn,
+    "neggrad": neggrad.unlearn,
+    "neggrad_plus": neggrad_plus.unlearn,
+    "random_label": random_label.unlearn,
+    "boundary_shrink": boundary_shrink.unlearn,
+    "boundary_expand": boundary_expand.unlearn,
+    "unrolling_sgd": unrolling_sgd.unlearn,
+    "bad_teacher": bad_teacher.unlearn,
+    "scrub": scrub.unlearn,
+    "salun": salun.unlearn,
+    "ssd": ssd.unlearn,
 }
 
 

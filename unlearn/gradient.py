@@ -1,0 +1,100 @@
+"""Pieces the plain gradient baselines share (FT, NG, NG+, RL): settings, optimiser, loss, batches.
+
+Each of these methods is cross-entropy descent or ascent on some index set; what differs
+is the set, the sign and the labels. The keys of a method are read by its prefix:
+``<prefix>_epochs``, ``<prefix>_lr``, ``<prefix>_optimizer`` and ``<prefix>_momentum``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from config import Config
+from data.batches import batch_indices
+from data.rng import generator
+from models.runtime import Runtime
+from unlearn.base import UnlearnTask
+from unlearn.loop import make_optimizer
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Settings:
+    epochs: int
+    lr: float
+    optimizer: str
+    momentum: float
+
+
+def settings(cfg: Config, prefix: str) -> Settings:
+    """The method's epochs, lr, optimiser and momentum, checked (ValueError names the key)."""
+    s = Settings(getattr(cfg, f"{prefix}_epochs"), getattr(cfg, f"{prefix}_lr"),
+                 getattr(cfg, f"{prefix}_optimizer"), getattr(cfg, f"{prefix}_momentum"))
+    if s.epochs < 0:
+        raise ValueError(f"{prefix}_epochs: {s.epochs} must be at least 0")
+    if not s.lr > 0:
+        raise ValueError(f"{prefix}_lr: {s.lr} must be greater than 0")
+    if s.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{prefix}_optimizer: {s.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if not 0 <= s.momentum < 1:
+        raise ValueError(f"{prefix}_momentum: {s.momentum} must lie in [0, 1)")
+    return s
+
+
+def optimizer(model: nn.Module, s: Settings, weight_decay: float, runtime: Runtime) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over all of ``model``'s parameters (momentum is SGD's only)."""
+    return make_optimizer(model.parameters(), s.optimizer, s.lr, weight_decay, s.momentum,
+                          fused=runtime.fused_adam)
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Mean cross-entropy of ``model`` on (x, y); the forward pass under the runtime's autocast."""
+    with runtime.autocast(x.device):
+        logits, _ = model(x)
+    return F.cross_entropy(logits.float(), y)
+
+
+def endless_batches(task: UnlearnTask, indices: torch.Tensor, batch_size: int, purpose: str
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` over ``data.train[indices]`` without end, reshuffled on every pass.
+
+    The partner stream of a loop over another set (``cycle`` of a loader), drawn lazily:
+    no pass is ever held in memory.
+    """
+    data = task.data
+    device = data.train.labels.device
+    indices = indices.to(device)
+    order = generator(task.seed, f"{purpose}/order")
+    augment = generator(task.seed, f"{purpose}/augment", device)
+    while True:
+        for pos in batch_indices(len(indices), batch_size, True, order, device):
+            idx = indices[pos]
+            yield data.inputs(data.train.images[idx], train=True, gen=augment), data.train.labels[idx]
+
+
+def check_stop_acc(value: float, key: str) -> float:
+    """An early-stop accuracy in percent: at most 100; negative switches the stop off."""
+    if value > 100:
+        raise ValueError(f"{key}: {value} must be at most 100 (a percentage; negative: never stop)")
+    return value
+
+
+def batch_forgotten(logits: torch.Tensor, y: torch.Tensor, stop_acc: float) -> bool:
+    """Whether the batch accuracy (percent) is at most ``stop_acc``: the ascent's stop rule.
+
+    One scalar device sync; never true (and no sync) when ``stop_acc`` is negative.
+    """
+    if stop_acc < 0:
+        return False
+    return 100.0 * (logits.argmax(1) == y).float().mean().item() <= stop_acc
+
+
+def as_floats(losses: list[torch.Tensor]) -> list[float]:
+    """Detached per-step losses as python floats, in one device sync."""
+    return torch.stack(losses).tolist() if losses else []
