@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from baseline_helpers import forget_class_accuracy, params
 from torch import nn
 
 import main
@@ -42,18 +43,6 @@ def setting(data_root, mnist_small, tmp_path_factory):
     keep = torch.randperm(len(split.remain), generator=torch.Generator().manual_seed(0))[:REMAIN_ROWS]
     split = Split(split.forget, split.remain[keep].sort().values, split.sample)
     return cfg, mnist_small, original, split
-
-
-def forget_class_accuracy(model: nn.Module, data, split) -> float:
-    """Accuracy on D_f (all training samples of class 0) and on the test samples of class 0, pooled."""
-    test_f = torch.nonzero(data.test.labels == 0).flatten()
-    images = torch.cat([data.train.images[split.forget], data.test.images[test_f]])
-    labels = torch.cat([data.train.labels[split.forget], data.test.labels[test_f]])
-    return accuracy(predict(model, data, images), labels)
-
-
-def params(model: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("name", BLOCK_A)
