@@ -62,6 +62,10 @@ class Config:
     mia_train_size: int = 4000  # members from D_s and non-members from the test set
     mia_fit_fraction: float = 0.99  # share of the attacker rows it is fit on
     eval_train_augment: bool = True  # CIFAR: D_r / D_f / MIA features under the training augmentation, as the release
+    # --- relearning experiment (the paper's figure): one epoch of fine-tuning on D_r after unlearning
+    relearn: bool = False  # also fine-tune each unlearned model on D_r and record Acc(D_r) - Acc(D_f)
+    relearn_lr: float = 0.0  # Adam lr of the fine-tuning (0: the paper's, 1e-3; 1e-4 on CIFAR-100)
+    relearn_every: int = 100  # record the gap every this many mini-batches (and before the first)
     # --- data and files
     data_root: str = field(default_factory=default_data_root)
     download: bool = True  # let torchvision download missing files
@@ -256,11 +260,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("seeds: give at least one seed, e.g. --seeds=0,1,2")
     if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise ConfigError(f"seeds: {cfg.seeds} must be distinct non-negative integers")
-    positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size")
+    positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size", "relearn_every")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
-    for key in ("unlearn_epochs", "train_limit", "test_limit", "num_threads", "train_seed"):
+    for key in ("unlearn_epochs", "train_limit", "test_limit", "num_threads", "train_seed", "relearn_lr"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 0")
     for key in ("train_lr", "rep_lr", "out_lr"):

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from config import Config, load_config
-from data import DataError, Split, load_dataset, make_split
+from data import DataError, Dataset, Split, load_dataset, make_split
 from data.rng import generator
 from eval.evaluate import evaluate
 from eval.gaps import avg_gap, gaps
+from eval.relearn import relearn
 from models.original import original_model
 from models.runtime import Runtime
 from report import format_table, git_commit, results_document
@@ -72,6 +74,41 @@ def compare_to_retrain(metrics: dict[str, float], cfg: Config, data: Any, split:
     return {"retrain": reference, "gap": gap, "avg_gap": avg_gap(gap)}
 
 
+def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
+             ) -> tuple[dict[str, Any], dict[str, Any], Split]:
+    """One seed: split, unlearn a copy of ``original`` (timed), evaluate, compare to retraining.
+
+    Returns the results row (metrics, time, retrain gaps, relearning series when asked),
+    the seed's metadata (sizes, phase times, method traces) and the split.
+    """
+    device = data.train.labels.device
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    split = split_for_seed(cfg, data.train.labels, seed)
+    split_s = time.perf_counter() - t0
+    model = copy.deepcopy(original)
+    sync(device)
+    t0 = time.perf_counter()
+    traces = get_method(cfg.method)(model, original, UnlearnTask(data, split, seed), cfg)
+    sync(device)
+    unlearn_s = time.perf_counter() - t0
+    unlearn_s = float(traces.pop("unlearn_time_s", unlearn_s))  # retrain: the time of its (cached) training
+    t0 = time.perf_counter()
+    metrics = evaluate(model, data, split, cfg, seed)
+    eval_s = time.perf_counter() - t0
+    row: dict[str, Any] = {"seed": seed, **metrics, "unlearn_time_s": unlearn_s}
+    t0 = time.perf_counter()
+    if cfg.compare_retrain:
+        row.update(compare_to_retrain(metrics, cfg, data, split, seed))
+    compare_s = time.perf_counter() - t0
+    if cfg.relearn:
+        row["relearn"] = relearn(model, data, split, cfg, seed)
+    seed_meta = {"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,
+                 "forget": len(split.forget), "remain": len(split.remain), "sample": len(split.sample),
+                 "traces": traces}
+    return row, seed_meta, split
+
+
 def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     """Every seed of ``cfg``; returns the results document (also written to results.json)."""
     device = resolve_device(cfg.device)
@@ -83,7 +120,6 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
     log(f"original model {how}: {info.path} (training took {info.train_time_s:.1f} s)")
-    method = get_method(cfg.method)
     meta: dict[str, Any] = {
         "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
@@ -94,29 +130,9 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results_path = cfg.run_dir / "results.json"
     for seed in tqdm(cfg.seeds, desc="seeds"):
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        split = split_for_seed(cfg, data.train.labels, seed)
-        split_s = time.perf_counter() - t0
-        model = copy.deepcopy(original)
-        sync(device)
-        t0 = time.perf_counter()
-        traces = method(model, original, UnlearnTask(data, split, seed), cfg)
-        sync(device)
-        unlearn_s = time.perf_counter() - t0
-        unlearn_s = float(traces.pop("unlearn_time_s", unlearn_s))  # retrain: the time of its (cached) training
-        t0 = time.perf_counter()
-        metrics = evaluate(model, data, split, cfg, seed)
-        eval_s = time.perf_counter() - t0
-        row = {"seed": seed, **metrics, "unlearn_time_s": unlearn_s}
-        t0 = time.perf_counter()
-        if cfg.compare_retrain:
-            row.update(compare_to_retrain(metrics, cfg, data, split, seed))
-        compare_s = time.perf_counter() - t0
+        row, seed_meta, split = run_seed(cfg, data, original, seed)
         rows.append(row)
-        meta["per_seed"].append({"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,
-                                 "forget": len(split.forget), "remain": len(split.remain),
-                                 "sample": len(split.sample), "traces": traces})
+        meta["per_seed"].append(seed_meta)
         save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
         meta["elapsed_s"] = time.perf_counter() - started
         meta["complete"] = len(rows) == len(cfg.seeds)

@@ -85,3 +85,86 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     out = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header] + lines]
     return "\n".join(out)
+
+
+# --- paper-style tables over stored sweep cells (reproduce.py)
+
+DATASET_ORDER = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+PM_LATEX = r" \pm "
+LATEX_HEADERS = {"remain_acc": "$D_r$", "forget_acc": "$D_f$", "test_acc": "$D_t$", "test_remain_acc": "$D_{t,r}$",
+                 "test_forget_acc": "$D_{t,f}$", "mia": "MIA", "unlearn_time_s": "time (s)"}
+
+
+def table_keys(scenario: str) -> tuple[str, ...]:
+    """The paper's columns: D_r, D_f, D_t (class removal also D_t,r and D_t,f), MIA, time."""
+    per_class = ("test_remain_acc", "test_forget_acc") if scenario == "class" else ()
+    return ("remain_acc", "forget_acc", "test_acc", *per_class, "mia", "unlearn_time_s")
+
+
+def group_cells(cells: list[dict[str, Any]], method_order: list[str] | tuple[str, ...] = ()
+                ) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
+    """(dataset, scenario) -> method -> that method's rows sorted by seed, in table order."""
+    scenes = sorted({(c["dataset"], c["scenario"]) for c in cells},
+                    key=lambda k: (DATASET_ORDER.index(k[0]) if k[0] in DATASET_ORDER else 99, k[0], k[1]))
+    out: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for scene in scenes:
+        mine = [c for c in cells if (c["dataset"], c["scenario"]) == scene]
+        methods = sorted({c["method"] for c in mine},
+                         key=lambda m: (list(method_order).index(m) if m in method_order else len(method_order), m))
+        out[scene] = {m: [c["row"] for c in sorted(mine, key=lambda c: c["seed"]) if c["method"] == m]
+                      for m in methods}
+    return out
+
+
+def _pm(mean: float | None, std: float | None, key: str, sep: str) -> str:
+    return "-" if mean is None else f"{_fmt(mean, key)}{sep}{_fmt(std, key)}"
+
+
+def scenario_table(by_method: dict[str, list[dict[str, Any]]], scenario: str, kind: str) -> str:
+    """One (dataset, scenario) table as ``markdown``, ``csv`` or ``latex``: rows methods, mean +- std over seeds."""
+    keys = table_keys(scenario)
+    stats = {m: summarize(rows, keys) for m, rows in by_method.items()}
+    if kind == "csv":
+        head = ["method", "seeds"] + [f"{HEADERS[k]} {part}" for k in keys for part in ("mean", "std")]
+        lines = [",".join(f'"{h}"' if "," in h else h for h in head)]
+        for m, (mean, std) in stats.items():
+            values = ["" if x[k] is None else repr(float(x[k])) for k in keys for x in (mean, std)]
+            lines.append(",".join([m, str(len(by_method[m])), *values]))
+        return "\n".join(lines) + "\n"
+    if kind == "markdown":
+        lines = ["| method | " + " | ".join(HEADERS[k] for k in keys) + " |",
+                 "|---|" + "---:|" * len(keys)]
+        lines += [f"| {m} | " + " | ".join(_pm(mean[k], std[k], k, " ± ") for k in keys) + " |"
+                  for m, (mean, std) in stats.items()]
+        return "\n".join(lines) + "\n"
+    if kind == "latex":
+        lines = [r"\begin{tabular}{l" + "r" * len(keys) + "}", r"\toprule",
+                 "method & " + " & ".join(LATEX_HEADERS[k] for k in keys) + r" \\", r"\midrule"]
+        lines += [m.replace("_", r"\_") + " & " + " & ".join(
+                  "-" if mean[k] is None else "$" + _pm(mean[k], std[k], k, PM_LATEX) + "$" for k in keys) + r" \\"
+                  for m, (mean, std) in stats.items()]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"table kind {kind!r} is not one of markdown, csv, latex")
+
+
+def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = ()
+                 ) -> list[Path]:
+    """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths."""
+    from storage import write_bytes
+
+    written, combined = [], ["# Results: mean ± std over seeds", ""]
+    for (dataset, scenario), by_method in group_cells(cells, method_order).items():
+        stem = folder / f"{dataset}-{scenario}"
+        for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex")):
+            written.append(write_bytes(stem.with_suffix(suffix),
+                                       scenario_table(by_method, scenario, kind).encode()))
+        seeds = sorted({r["seed"] for rows in by_method.values() for r in rows})
+        counts = ", ".join(f"{m} {len(rows)}" for m, rows in by_method.items())
+        combined += [f"## {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal", "",
+                     scenario_table(by_method, scenario, "markdown"),
+                     f"Seeds {', '.join(map(str, seeds))}; seeds per method: {counts}. Accuracies in %, "
+                     "time in seconds (unlearning only; retrain: its training).", ""]
+    written.append(write_bytes(folder / "tables.md", "\n".join(combined).encode()))
+    return written

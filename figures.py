@@ -1,0 +1,96 @@
+"""The relearning figure from stored sweep cells: a CSV of the series and, with matplotlib, a PNG.
+
+matplotlib is an optional extra (``pip install matplotlib``): only the PNG needs it, so
+the toolkit itself does not depend on it; without it the CSV is still written.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from eval.relearn import mean_series
+from report import DATASET_NAMES, group_cells
+from storage import write_bytes
+
+# Acc(D_r) - Acc(D_f) levels read from the paper's relearning figure (approximate, digitised;
+# ../shared/docs/camu-spec.md): class removal, CaMU tracks Retrain there; random removal, Retrain's gap.
+PAPER_LEVELS: dict[tuple[str, str], tuple[float, str]] = {
+    ("fashion_mnist", "class"): (92.5, "paper: CaMU ~ Retrain"),
+    ("cifar10", "class"): (85.0, "paper: CaMU ~ Retrain"),
+    ("cifar100", "class"): (58.0, "paper: CaMU ~ Retrain (57-59)"),
+    ("mnist", "random"): (0.75, "paper: Retrain"),
+    ("fashion_mnist", "random"): (3.6, "paper: Retrain"),
+    ("cifar10", "random"): (2.3, "paper: Retrain"),
+    ("cifar100", "random"): (6.3, "paper: Retrain"),
+}
+
+
+def relearning_series(cells: list[dict[str, Any]], method_order: list[str] | tuple[str, ...] = ()
+                      ) -> dict[tuple[str, str], dict[str, tuple[list[int], list[float], list[float], int]]]:
+    """(dataset, scenario) -> method -> (steps, mean gap, std gap, seeds) over the cells that hold a series."""
+    out: dict[tuple[str, str], dict[str, tuple[list[int], list[float], list[float], int]]] = {}
+    for scene, by_method in group_cells(cells, method_order).items():
+        for method, rows in by_method.items():
+            series = [r["relearn"] for r in rows if r.get("relearn")]
+            if series:
+                steps, mean, std = mean_series(series)
+                out.setdefault(scene, {})[method] = (steps, mean.tolist(), std.tolist(), len(series))
+    return out
+
+
+def series_csv(by_method: dict[str, tuple[list[int], list[float], list[float], int]]) -> str:
+    lines = ["method,step,gap_mean,gap_std,seeds"]
+    for method, (steps, mean, std, n) in by_method.items():
+        lines += [f"{method},{s},{m!r},{d!r},{n}" for s, m, d in zip(steps, mean, std, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], list[float], list[float], int]]
+               ) -> bytes | None:
+    """The figure as PNG bytes, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, (steps, mean, std, n) in by_method.items():
+        line, = ax.plot(steps, mean, marker="o", markersize=3, label=f"{method} ({n} seeds)")
+        ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
+                        [m + d for m, d in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.15)
+    if scene in PAPER_LEVELS:
+        level, label = PAPER_LEVELS[scene]
+        ax.axhline(level, linestyle="--", color="black", linewidth=1, label=f"{label} ({level:g})")
+    dataset, scenario = scene
+    ax.set_title(f"Relearning on D_r: {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal")
+    ax.set_xlabel("fine-tuning mini-batches (batch 32)")
+    ax.set_ylabel("Acc(D_r) - Acc(D_f)  (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_relearning(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = (),
+                     log: Any = print) -> list[Path]:
+    """``relearn-DATASET-SCENARIO.csv`` (and ``.png`` with matplotlib) per scenario; returns the paths."""
+    written: list[Path] = []
+    missing_matplotlib = False
+    for (dataset, scenario), by_method in relearning_series(cells, method_order).items():
+        stem = folder / f"relearn-{dataset}-{scenario}"
+        written.append(write_bytes(stem.with_suffix(".csv"), series_csv(by_method).encode()))
+        png = series_png((dataset, scenario), by_method)
+        if png is None:
+            missing_matplotlib = True
+        else:
+            written.append(write_bytes(stem.with_suffix(".png"), png))
+    if missing_matplotlib:
+        log("relearning figures: CSV only; pip install matplotlib for the PNG")
+    return written

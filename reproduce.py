@@ -1,0 +1,241 @@
+"""Regenerate the paper's tables and relearning figure: a resumable grid of cells.
+
+    python reproduce.py [--datasets=mnist,fashion_mnist] [--scenarios=class,random]
+                        [--methods=camu,retrain,...] [--seeds=0,1,2,3,4] [--out_dir=results]
+                        [--relearn=true] [--key=value ...]
+    python reproduce.py --table-only [--out_dir=results] [grid filters]
+
+One cell is (dataset, scenario, method, seed). Each finished cell is written atomically to
+``OUT_DIR/cells/DATASET-SCENARIO/METHOD-seedSEED.json`` and skipped when the sweep runs
+again, so a killed sweep loses at most the cell it was computing. Original and retrained
+models are shared through the checkpoint cache (``OUT_DIR/checkpoints``). Every other
+``--key=value`` is a config override applied on top of each scenario's preset in
+``configs/``. Tables and figures are rebuilt from the stored cells alone at the end of a
+sweep, or with ``--table-only`` without computing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, parse_args
+
+HERE = Path(__file__).resolve().parent
+PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling_sgd", "neggrad")
+DEFAULT_GRID = {"datasets": ["mnist", "fashion_mnist", "cifar10", "cifar100"], "scenarios": list(SCENARIOS),
+                "methods": list(PAPER_METHODS), "seeds": [0, 1, 2, 3, 4]}
+GRID_KEYS = tuple(DEFAULT_GRID)
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    scenario: str
+    method: str
+    seed: int
+
+    def path(self, out_dir: Path) -> Path:
+        return out_dir / "cells" / f"{self.dataset}-{self.scenario}" / f"{self.method}-seed{self.seed}.json"
+
+
+@dataclass
+class Plan:
+    """What the command line asked for: the grid (None: not given), overrides and switches."""
+
+    grid: dict[str, list | None]
+    overrides: list[str]
+    out_dir: Path
+    table_only: bool
+
+    def axis(self, key: str) -> list:
+        value = self.grid[key]
+        return DEFAULT_GRID[key] if value is None else value
+
+    def cells(self) -> list[Cell]:
+        return [Cell(d, s, m, seed) for d in self.axis("datasets") for s in self.axis("scenarios")
+                for seed in self.axis("seeds") for m in self.axis("methods")]
+
+
+def _split_list(key: str, text: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ConfigError(f"{key}: give at least one value")
+    return items
+
+
+def parse_plan(argv: list[str]) -> Plan:
+    """Grid axes, output folder and switches; every other ``--key=value`` is left for the config."""
+    from unlearn import METHODS  # late import: the registry imports torch
+
+    grid: dict[str, list | None] = dict.fromkeys(GRID_KEYS)
+    overrides, out_dir, table_only = [], "results", False
+    for arg in argv:
+        if arg in ("--table-only", "--table_only"):
+            table_only = True
+            continue
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"argument {arg!r}: expected --key=value or --table-only")
+        key, value = arg[2:].split("=", 1)
+        if key == "out_dir":
+            out_dir = value
+        elif key in GRID_KEYS:
+            grid[key] = _split_list(key, value)
+        elif key in ("dataset", "scenario", "method", "run_name"):
+            raise ConfigError(f"--{key}: the grid sets it per cell; use --{key}s=..." if key != "run_name"
+                              else "--run_name: cells are named by the grid")
+        else:
+            overrides.append(arg)
+    allowed = {"datasets": NUM_CLASSES, "scenarios": SCENARIOS, "methods": METHODS}
+    for key, known in allowed.items():
+        for name in grid[key] or []:
+            if name not in known:
+                raise ConfigError(f"{key}: {name!r} is not one of {', '.join(known)}")
+    if grid["seeds"] is not None:
+        try:
+            seeds = [int(s) for s in grid["seeds"]]
+        except ValueError:
+            raise ConfigError(f"seeds: expected integers, got {','.join(grid['seeds'])!r}") from None
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(f"seeds: {seeds} must be distinct non-negative integers")
+        grid["seeds"] = seeds
+    if not out_dir:
+        raise ConfigError("out_dir: must not be empty")
+    return Plan(grid, overrides, Path(out_dir), table_only)
+
+
+def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
+    """The scenario's preset, the user's overrides, then the cell's method and folders."""
+    preset = HERE / "configs" / f"{dataset}_{scenario}.yaml"
+    argv = [str(preset), *plan.overrides, f"--method={method}", f"--out_dir={plan.out_dir}",
+            f"--run_name={dataset}-{scenario}-{method}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]
+    if not any(o.startswith("--relearn=") for o in plan.overrides):
+        argv.append("--relearn=true")  # the paper's figure is part of reproducing it
+    return parse_args(argv)
+
+
+def read_cell(path: Path) -> dict[str, Any] | None:
+    """A stored cell, or None when it is missing or unreadable (then it is computed again)."""
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cell if isinstance(cell, dict) and isinstance(cell.get("row"), dict) else None
+
+
+def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:
+    """Every readable cell under ``out_dir``, restricted to the axes ``plan`` names."""
+    cells = [c for p in sorted((out_dir / "cells").glob("*/*.json")) if (c := read_cell(p)) is not None]
+    if plan is None:
+        return cells
+    for key, field in (("datasets", "dataset"), ("scenarios", "scenario"), ("methods", "method"), ("seeds", "seed")):
+        if plan.grid[key] is not None:
+            cells = [c for c in cells if c[field] in plan.grid[key]]
+    return cells
+
+
+def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
+    """Compute every missing cell of the grid; returns (computed, skipped)."""
+    import torch
+    from tqdm import tqdm
+
+    from data import load_dataset
+    from main import resolve_device, run_seed
+    from models.original import original_key, original_model
+    from models.runtime import Runtime
+    from report import git_commit
+    from storage import write_json
+
+    configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
+               for s in plan.axis("scenarios") for m in plan.axis("methods")}  # every config checked first
+    pending = [c for c in plan.cells() if read_cell(c.path(plan.out_dir)) is None]
+    skipped = len(plan.cells()) - len(pending)
+    log(f"{len(plan.cells())} cells: {skipped} stored, {len(pending)} to compute -> {plan.out_dir}")
+    commit = git_commit()
+    data_cache: dict[tuple, Any] = {}
+    originals: dict[tuple, Any] = {}
+    for cell in tqdm(pending, desc="cells", unit="cell"):
+        cfg = configs[(cell.dataset, cell.scenario, cell.method)]
+        device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        data_key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit)
+        if data_key not in data_cache:
+            data_cache.clear()  # one dataset in memory at a time
+            originals.clear()
+            data_cache[data_key] = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device,
+                                                cfg.train_limit, cfg.test_limit)
+        data = data_cache[data_key]
+        okey = json.dumps(original_key(cfg, Runtime.from_config(cfg, device)), sort_keys=True)
+        if okey not in originals:
+            originals[okey] = original_model(cfg, data)[0]
+        started = time.perf_counter()
+        row, seed_meta, _ = run_seed(cfg, data, originals[okey], cell.seed)
+        document = {"dataset": cell.dataset, "scenario": cell.scenario, "method": cell.method, "seed": cell.seed,
+                    "row": row, "meta": {**seed_meta, "cell_s": time.perf_counter() - started, "device": str(device),
+                                         "git_commit": commit, "torch": torch.__version__,
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                    "config": cfg.to_dict()}
+        write_json(cell.path(plan.out_dir), _json_safe(document))
+        tqdm.write(f"{cell.dataset}-{cell.scenario} {cell.method} seed {cell.seed}: D_r {row['remain_acc']:.2f} "
+                   f"D_f {row['forget_acc']:.2f} D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
+    return len(pending), skipped
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN -> None all the way down (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and x != x:
+        return None
+    return x
+
+
+def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
+    """Tables (Markdown, CSV, LaTeX) and relearning series (CSV, PNG) from the stored cells."""
+    from figures import write_relearning
+    from report import write_tables
+
+    cells = stored_cells(plan.out_dir, plan)
+    if not cells:
+        log(f"no stored cells under {plan.out_dir / 'cells'} for this grid")
+        return []
+    method_order = plan.grid["methods"] or DEFAULT_GRID["methods"]
+    written = write_tables(cells, plan.out_dir / "tables", method_order)
+    written += write_relearning(cells, plan.out_dir / "tables", method_order, log)
+    for path in written:
+        log(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = parse_plan(sys.argv[1:] if argv is None else argv)
+        if not plan.table_only:
+            for d in plan.axis("datasets"):  # a bad override stops here, before any cell runs
+                for s in plan.axis("scenarios"):
+                    for m in plan.axis("methods"):
+                        cell_config(plan, d, s, m)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if not plan.table_only:
+        from data import DataError
+
+        try:
+            sweep(plan)
+        except DataError as exc:
+            print(f"data error: {exc}", file=sys.stderr)
+            return 1
+    write_outputs(plan)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The sweep: grid validation, a killed sweep resumes without computing a cell twice, tables, relearning."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import reproduce
+from eval.accuracy import accuracy
+from eval.predict import predict
+from eval.relearn import mean_series, relearn
+from figures import PAPER_LEVELS, write_relearning
+from main import split_for_seed
+from models import build_model
+from report import scenario_table, write_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1",
+        "--train_limit=2000", "--test_limit=500", "--train_epochs=1", "--mia_train_size=300",
+        "--mia_attacks=efficacy", "--relearn_every=20", "--download=false", "--num_threads=2"]
+
+
+@pytest.mark.parametrize("bad", [["--datasets=svhn"], ["--methods=camu,nosuch"], ["--scenarios=half"],
+                                 ["--seeds=0,0"], ["--train_epochs=0"], ["--nosuch_key=1"], ["--method=camu"]])
+def test_bad_grid_is_one_line_exit_2_and_runs_nothing(bad, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert reproduce.main([*bad, f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error:") and "\n" not in err
+    assert not out.exists()
+
+
+def _cells(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "cells" / "mnist-class").glob("*.json"))}
+
+
+def test_killed_sweep_resumes_without_computing_a_cell_twice(data_root, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "CAMU_DATA_ROOT": str(data_root)}
+    proc = subprocess.Popen([sys.executable, "reproduce.py", *TINY, f"--out_dir={out}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not _cells(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # killed in the middle of the sweep, as a user's Ctrl-\ or an OOM kill
+    proc.wait()
+    before = _cells(out)
+    assert 1 <= len(before) < 4, f"the kill should land after the first cell and before the last: {sorted(before)}"
+
+    capsys.readouterr()
+    assert reproduce.main([*TINY, f"--out_dir={out}", f"--data_root={data_root}"]) == 0
+    log = capsys.readouterr().out
+    assert f"4 cells: {len(before)} stored, {4 - len(before)} to compute" in log
+    after = _cells(out)
+    assert sorted(after) == ["camu-seed0.json", "camu-seed1.json", "finetune-seed0.json", "finetune-seed1.json"]
+    for name, content in before.items():
+        assert after[name] == content, f"{name} was computed again"
+
+    assert reproduce.main([*TINY, f"--out_dir={out}", f"--data_root={data_root}"]) == 0  # nothing left to do
+    assert "4 cells: 4 stored, 0 to compute" in capsys.readouterr().out
+    assert _cells(out) == after
+
+    table = (out / "tables" / "mnist-class.md").read_text().strip().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header == ["method", "D_r", "D_f", "D_t", "D_t,r", "D_t,f", "MIA", "time s"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert [r[0] for r in rows] == ["camu", "finetune"]
+    for r in rows:
+        assert all(re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", c) for c in r[1:]), r
+    assert (out / "tables" / "relearn-mnist-class.csv").exists()
+
+
+def _fake_cell(dataset: str, scenario: str, method: str, seed: int, remain: float, mia: float) -> dict:
+    row = {"seed": seed, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "test_remain_acc": 99.0,
+           "test_forget_acc": 0.0, "mia": mia, "unlearn_time_s": 2.0 + seed,
+           "relearn": {"step": [0, 100, 150], "gap": [remain, remain - 10 * seed, remain - 20], "lr": 1e-3}}
+    return {"dataset": dataset, "scenario": scenario, "method": method, "seed": seed, "row": row}
+
+
+def test_tables_mean_pm_std_in_three_formats(tmp_path):
+    cells = [_fake_cell("mnist", "class", "retrain", 0, 90.0, 0.2),
+             _fake_cell("mnist", "class", "retrain", 1, 92.0, 0.3),
+             _fake_cell("mnist", "class", "camu", 0, 99.0, 0.25), _fake_cell("mnist", "random", "camu", 0, 98.0, 0.5)]
+    paths = write_tables(cells, tmp_path, ["camu", "retrain"])
+    names = sorted(p.name for p in paths)
+    assert names == ["mnist-class.csv", "mnist-class.md", "mnist-class.tex", "mnist-random.csv", "mnist-random.md",
+                     "mnist-random.tex", "tables.md"]
+    md = (tmp_path / "mnist-class.md").read_text().splitlines()
+    assert md[2].startswith("| camu | 99.00 ± 0.00 |")
+    assert md[3] == ("| retrain | 91.00 ± 1.00 | 0.00 ± 0.00 | 90.00 ± 0.00 | 99.00 ± 0.00 | 0.00 ± 0.00 "
+                     "| 0.250 ± 0.050 | 2.50 ± 0.50 |")
+    assert "D_t,r" not in (tmp_path / "mnist-random.md").read_text()  # random removal: no per-class test columns
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "mnist-class.csv").read_text())))
+    assert [r["method"] for r in rows] == ["camu", "retrain"]
+    assert float(rows[1]["D_r mean"]) == 91.0 and float(rows[1]["D_r std"]) == 1.0 and rows[1]["seeds"] == "2"
+    tex = (tmp_path / "mnist-class.tex").read_text()
+    assert r"retrain & $91.00 \pm 1.00$" in tex and tex.rstrip().endswith(r"\end{tabular}")
+    with pytest.raises(ValueError):
+        scenario_table({"camu": [cells[2]["row"]]}, "class", "html")
+
+
+def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
+    cells = [_fake_cell("mnist", "random", "retrain", s, 90.0, 0.5) for s in (0, 1)]
+    steps, mean, std = mean_series([c["row"]["relearn"] for c in cells])
+    assert steps == [0, 100, 150]
+    assert mean.tolist() == [90.0, 85.0, 70.0] and std.tolist() == [0.0, 5.0, 0.0]
+    paths = write_relearning(cells, tmp_path, ["retrain"], log=lambda *_: None)
+    lines = (tmp_path / "relearn-mnist-random.csv").read_text().splitlines()
+    assert lines[0] == "method,step,gap_mean,gap_std,seeds" and lines[2] == "retrain,100,85.0,5.0,2"
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "relearn-mnist-random.png"
+    assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ("mnist", "random") in PAPER_LEVELS and PAPER_LEVELS[("fashion_mnist", "class")][0] == 92.5
+
+
+def test_relearn_finetunes_a_copy_and_records_the_gap(mnist_small, small_cfg):
+    torch.manual_seed(0)
+    model = build_model("cnn", 10)
+    before = [p.detach().clone() for p in model.parameters()]
+    split = split_for_seed(small_cfg, mnist_small.train.labels, 0)
+    cfg = dataclasses.replace(small_cfg, relearn_every=25, bf16="false")
+    result = relearn(model, mnist_small, split, cfg, seed=0)
+    steps_per_epoch = -(-len(split.remain) // cfg.batch_size)
+    assert result["step"] == [*range(0, steps_per_epoch, 25), steps_per_epoch] and result["lr"] == 1e-3
+    logits = predict(model, mnist_small, mnist_small.train.images)
+    y = mnist_small.train.labels
+    untrained_gap = accuracy(logits[split.remain], y[split.remain]) - accuracy(logits[split.forget], y[split.forget])
+    assert result["gap"][0] == pytest.approx(untrained_gap, abs=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # a copy was trained
+    assert result["gap"][-1] > 50  # a random net learns D_r's nine classes and never sees class 0
