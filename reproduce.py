@@ -7,7 +7,8 @@
 
 One cell is (dataset, scenario, method, seed). Each finished cell is written atomically to
 ``OUT_DIR/cells/DATASET-SCENARIO/METHOD-seedSEED.json`` and skipped when the sweep runs
-again, so a killed sweep loses at most the cell it was computing. Original and retrained
+again (a cell stored without its relearning series is computed again when ``--relearn=true``
+asks for it), so a killed sweep loses at most the cell it was computing. Original and retrained
 models are shared through the checkpoint cache (``OUT_DIR/checkpoints``). Every other
 ``--key=value`` is a config override applied on top of each scenario's preset in
 ``configs/``. Tables and figures are rebuilt from the stored cells alone at the end of a
@@ -127,6 +128,12 @@ def read_cell(path: Path) -> dict[str, Any] | None:
     return cell if isinstance(cell, dict) and isinstance(cell.get("row"), dict) else None
 
 
+def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
+    """Missing, unreadable, or stored without the relearning series that ``cfg`` asks for."""
+    stored = read_cell(cell.path(out_dir))
+    return stored is None or (cfg.relearn and not stored["row"].get("relearn"))
+
+
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:
     """Every readable cell under ``out_dir``, restricted to the axes ``plan`` names."""
     cells = [c for p in sorted((out_dir / "cells").glob("*/*.json")) if (c := read_cell(p)) is not None]
@@ -152,7 +159,7 @@ def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
 
     configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
                for s in plan.axis("scenarios") for m in plan.axis("methods")}  # every config checked first
-    pending = [c for c in plan.cells() if read_cell(c.path(plan.out_dir)) is None]
+    pending = [c for c in plan.cells() if needs_run(c, configs[(c.dataset, c.scenario, c.method)], plan.out_dir)]
     skipped = len(plan.cells()) - len(pending)
     log(f"{len(plan.cells())} cells: {skipped} stored, {len(pending)} to compute -> {plan.out_dir}")
     commit = git_commit()
