@@ -149,6 +149,23 @@ def scenario_table(by_method: dict[str, list[dict[str, Any]]], scenario: str, ki
     raise ValueError(f"table kind {kind!r} is not one of markdown, csv, latex")
 
 
+def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Markdown: each method's absolute gap to the retrained model on the same split, and avg_gap
+    (mean +- std over seeds; MIA in points as avg_gap counts it); None when no row holds gaps."""
+    from eval.gaps import AVG_GAP_KEYS
+
+    lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap |",
+             "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 1)]
+    for method, rows in by_method.items():
+        flat = [{"seed": r["seed"], **{k: r["gap"][k] * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS},
+                 "avg_gap": r["avg_gap"]} for r in rows if r.get("gap")]
+        if flat:
+            mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
+            lines.append(f"| {method} | " + " | ".join(_pm(mean[k], std[k], "", " ± ")
+                                                       for k in (*AVG_GAP_KEYS, "avg_gap")) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else None
+
+
 def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = ()
                  ) -> list[Path]:
     """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths."""
@@ -160,11 +177,17 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex")):
             written.append(write_bytes(stem.with_suffix(suffix),
                                        scenario_table(by_method, scenario, kind).encode()))
+        gap_md = gap_table(by_method)
+        if gap_md is not None:
+            written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
         seeds = sorted({r["seed"] for rows in by_method.values() for r in rows})
         counts = ", ".join(f"{m} {len(rows)}" for m, rows in by_method.items())
         combined += [f"## {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal", "",
                      scenario_table(by_method, scenario, "markdown"),
                      f"Seeds {', '.join(map(str, seeds))}; seeds per method: {counts}. Accuracies in %, "
                      "time in seconds (unlearning only; retrain: its training).", ""]
+        if gap_md is not None:
+            combined += ["Absolute gap to the model retrained on D_r for the same split (points; MIA x 100):", "",
+                         gap_md]
     written.append(write_bytes(folder / "tables.md", "\n".join(combined).encode()))
     return written

@@ -84,6 +84,8 @@ def test_killed_sweep_resumes_without_computing_a_cell_twice(data_root, tmp_path
 def _fake_cell(dataset: str, scenario: str, method: str, seed: int, remain: float, mia: float) -> dict:
     row = {"seed": seed, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "test_remain_acc": 99.0,
            "test_forget_acc": 0.0, "mia": mia, "unlearn_time_s": 2.0 + seed,
+           "gap": {"forget_acc": 0.0, "remain_acc": remain - 90.0, "test_acc": 1.0, "mia": 0.02},
+           "avg_gap": (remain - 90.0 + 1.0 + 2.0) / 4,
            "relearn": {"step": [0, 100, 150], "gap": [remain, remain - 10 * seed, remain - 20], "lr": 1e-3}}
     return {"dataset": dataset, "scenario": scenario, "method": method, "seed": seed, "row": row}
 
@@ -94,8 +96,11 @@ def test_tables_mean_pm_std_in_three_formats(tmp_path):
              _fake_cell("mnist", "class", "camu", 0, 99.0, 0.25), _fake_cell("mnist", "random", "camu", 0, 98.0, 0.5)]
     paths = write_tables(cells, tmp_path, ["camu", "retrain"])
     names = sorted(p.name for p in paths)
-    assert names == ["mnist-class.csv", "mnist-class.md", "mnist-class.tex", "mnist-random.csv", "mnist-random.md",
-                     "mnist-random.tex", "tables.md"]
+    assert names == ["mnist-class-gaps.md", "mnist-class.csv", "mnist-class.md", "mnist-class.tex",
+                     "mnist-random-gaps.md", "mnist-random.csv", "mnist-random.md", "mnist-random.tex", "tables.md"]
+    gap_rows = (tmp_path / "mnist-class-gaps.md").read_text().splitlines()
+    assert gap_rows[0] == "| method | gap D_f | gap D_r | gap D_t | gap MIA | avg gap |"
+    assert gap_rows[3] == "| retrain | 0.00 ± 0.00 | 1.00 ± 1.00 | 1.00 ± 0.00 | 2.00 ± 0.00 | 1.00 ± 0.25 |"
     md = (tmp_path / "mnist-class.md").read_text().splitlines()
     assert md[2].startswith("| camu | 99.00 ± 0.00 |")
     assert md[3] == ("| retrain | 91.00 ± 1.00 | 0.00 ± 0.00 | 90.00 ± 0.00 | 99.00 ± 0.00 | 0.00 ± 0.00 "
