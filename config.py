@@ -20,6 +20,7 @@ import yaml
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 SCENARIOS = ("class", "random")
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -138,6 +139,7 @@ class Config:
     num_threads: int = 0  # CPU threads for torch (0: torch's default)
     channels_last: bool = True  # NHWC convolutions (rounding only; see README, Speed)
     fused_adam: bool = True  # Adam as one fused kernel (rounding only)
+    compile: str = "off"  # torch.compile of every model: off | default | reduce-overhead (CUDA graphs on a GPU)
     bf16: str = "auto"  # bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA) | true | false
 
     @property
@@ -287,6 +289,8 @@ def validate(cfg: Config) -> Config:
               "false": "false", "0": "false", "no": "false", "off": "false", "auto": "auto"}
     if cfg.bf16.lower() not in switch:
         raise ConfigError(f"bf16: {cfg.bf16!r} is not one of auto, true, false")
+    if cfg.compile not in COMPILE_MODES:
+        raise ConfigError(f"compile: {cfg.compile!r} is not one of {', '.join(COMPILE_MODES)}")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")

@@ -20,7 +20,7 @@ def original_key(cfg: Config, runtime: Runtime) -> dict:
     return {"dataset": cfg.dataset, "model": cfg.model_name, "epochs": cfg.train_epochs, "lr": cfg.train_lr,
             "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "seed": cfg.train_seed,
             "train_limit": cfg.train_limit, "bf16": runtime.bf16, "channels_last": runtime.channels_last,
-            "fused_adam": runtime.fused_adam}
+            "fused_adam": runtime.fused_adam, **({"compile": runtime.compile} if runtime.compile != "off" else {})}
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:

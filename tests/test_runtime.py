@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from config import ConfigError, parse_args
+from config import ConfigError, parse_args, validate
 from models import build_model
 from models.runtime import PLAIN, Runtime, cpu_has_native_bf16, resolve_bf16
 
@@ -63,3 +63,22 @@ def test_bf16_autocast_stays_close():
             low = model(x)[0]
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.02)
+
+
+def test_compile_key_values():
+    assert parse_args([]).compile == "off"
+    assert parse_args(["--compile=reduce-overhead"]).compile == "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile"):
+        validate(parse_args(["--compile=fast"]))
+
+
+def test_compiled_model_computes_the_same_and_keeps_its_checkpoint_keys():
+    torch.manual_seed(0)
+    eager = build_model("cnn", 10)
+    compiled = Runtime(compile="default").prepare(copy.deepcopy(eager))
+    assert type(compiled) is type(eager) and list(compiled.state_dict()) == list(eager.state_dict())
+    x = torch.randn(8, 1, 28, 28)
+    (a, ea), (b, eb) = eager(x), compiled(x)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ea, eb, atol=1e-5)
+    twin = copy.deepcopy(compiled)  # every unlearning run starts from a deep copy of the original
+    assert torch.allclose(twin(x)[0], a, atol=1e-5)
