@@ -28,6 +28,9 @@ Every score lies in [0, 1]. Row choices (all draws seeded per ``seed`` through `
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -73,16 +76,29 @@ def _feature_attack(feature: np.ndarray, test_feature: np.ndarray, rows: dict[st
                                    feature[rows["forget"]], test_feature[rows["held_test"]])
 
 
-def ulira(data: Dataset, split: Split, cfg: Config, seed: int, train_logits: torch.Tensor,
-          test_logits: torch.Tensor) -> float:
-    """U-LiRA-lite (see the module docstring); trains ``cfg.ulira_shadows`` CNNs."""
-    if cfg.model_name != "cnn":
-        raise ValueError(f"ulira: only the small CNN (MNIST, Fashion-MNIST) is supported, not {cfg.model_name}")
-    if cfg.ulira_shadows < 2:
-        raise ValueError(f"ulira_shadows: {cfg.ulira_shadows} must be at least 2 (one 'in' and one 'out' each)")
-    if cfg.ulira_epochs < 1:
-        raise ValueError(f"ulira_epochs: {cfg.ulira_epochs} must be at least 1")
+@dataclass(frozen=True)
+class Shadows:
+    """What U-LiRA-lite's shadows give, independent of the model under attack."""
+
+    forget: torch.Tensor  # training rows attacked as members
+    test_rows: torch.Tensor  # test rows attacked as non-members
+    values: np.ndarray  # S x targets: each shadow's logit confidence on each target
+    keep: np.ndarray  # S x targets: whether the target was in that shadow's training half
+    target_labels: np.ndarray
+
+
+_last_shadows: dict[tuple, Shadows] = {}  # one entry: the unlearned and the retrained model of a seed share it
+
+
+def shadow_confidences(data: Dataset, split: Split, cfg: Config, seed: int) -> Shadows:
+    """Train ``cfg.ulira_shadows`` CNNs on random halves of D ∪ test targets (memoised for the last split)."""
     device = data.train.labels.device
+    runtime = Runtime.from_config(cfg, device)
+    forget_digest = hashlib.sha256(split.forget.cpu().numpy().tobytes()).hexdigest()
+    memo = (id(data), data.name, len(data.train), forget_digest, seed, cfg.ulira_shadows, cfg.ulira_epochs,
+            cfg.train_lr, cfg.weight_decay, cfg.batch_size, cfg.eval_batch_size, runtime)
+    if memo in _last_shadows:
+        return _last_shadows[memo]
     g = generator(seed, "mia_suite/ulira/targets")
     forget = torch.unique(split.forget.cpu())
     n = min(len(forget), len(data.test))
@@ -97,7 +113,6 @@ def ulira(data: Dataset, split: Split, cfg: Config, seed: int, train_logits: tor
     rank = torch.rand(shadows, len(pool.train), generator=g).argsort(dim=0).argsort(dim=0)
     keep = rank < shadows // 2  # S x pool: each row trains exactly floor(S/2) shadows
     target_labels = pool.train.labels[targets.to(device)].cpu().numpy()
-    runtime = Runtime.from_config(cfg, device)
     values = np.empty((shadows, len(targets)))
     for k in range(shadows):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -108,11 +123,27 @@ def ulira(data: Dataset, split: Split, cfg: Config, seed: int, train_logits: tor
                          desc=f"ulira shadow {k + 1}/{shadows}", runtime=runtime)
         logits = predict(shadow, pool, pool.train.images[targets.to(device)], cfg.eval_batch_size, runtime=runtime)
         values[k] = attacks.logit_confidence(_numpy(logits), target_labels)
-    target_logits = torch.cat([train_logits[forget.to(train_logits.device)],
-                               test_logits[test_rows.to(test_logits.device)]])
-    target = attacks.logit_confidence(_numpy(target_logits), target_labels)
+    _last_shadows.clear()
+    _last_shadows[memo] = Shadows(forget, test_rows, values, keep[:, targets].numpy(), target_labels)
+    return _last_shadows[memo]
+
+
+def ulira(data: Dataset, split: Split, cfg: Config, seed: int, train_logits: torch.Tensor,
+          test_logits: torch.Tensor) -> float:
+    """U-LiRA-lite (see the module docstring); the shadows are trained once per split and seed."""
+    if cfg.model_name != "cnn":
+        raise ValueError(f"ulira: only the small CNN (MNIST, Fashion-MNIST) is supported, not {cfg.model_name}")
+    if cfg.ulira_shadows < 2:
+        raise ValueError(f"ulira_shadows: {cfg.ulira_shadows} must be at least 2 (one 'in' and one 'out' each)")
+    if cfg.ulira_epochs < 1:
+        raise ValueError(f"ulira_epochs: {cfg.ulira_epochs} must be at least 1")
+    sh = shadow_confidences(data, split, cfg, seed)
+    target_logits = torch.cat([train_logits[sh.forget.to(train_logits.device)],
+                               test_logits[sh.test_rows.to(test_logits.device)]])
+    target = attacks.logit_confidence(_numpy(target_logits), sh.target_labels)
+    n = len(sh.forget)
     is_member = np.concatenate([np.ones(n, bool), np.zeros(n, bool)])
-    return attacks.lira_accuracy(target, values, keep[:, targets].numpy(), is_member)
+    return attacks.lira_accuracy(target, sh.values, sh.keep, is_member)
 
 
 def mia_suite(names: list[str], model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int,

@@ -16,6 +16,7 @@ from data.datasets import Dataset, ImageSet
 from data.rng import generator
 from data.splits import Split
 from eval import attacks
+from eval import mia_suite as mia_suite_module
 from eval.mia_suite import ATTACKS, mia_suite
 from eval.predict import predict
 from models import build_model
@@ -138,8 +139,8 @@ def test_lira_separable_and_identical():
         attacks.lira_scores(target, values[:1], shadow_in[:1])
 
 
-def test_ulira_on_mnist_slice(mnist_small, small_cfg):
-    """Two one-epoch shadows on a 1000-row slice: runs and gives an accuracy in [0, 1]."""
+def test_ulira_on_mnist_slice(mnist_small, small_cfg, monkeypatch):
+    """Two one-epoch shadows on a 1000-row slice: runs, gives an accuracy in [0, 1], trains shadows once per seed."""
     data = Dataset("mnist", ImageSet(mnist_small.train.images[:1000], mnist_small.train.labels[:1000]),
                    ImageSet(mnist_small.test.images[:300], mnist_small.test.labels[:300]), 10,
                    mnist_small.transform)
@@ -151,3 +152,11 @@ def test_ulira_on_mnist_slice(mnist_small, small_cfg):
     test_z = predict(model, data, data.test.images)
     score = mia_suite(["ulira", "efficacy"], model, data, split, cfg, 0, train_z, test_z)
     assert 0.0 <= score["ulira"] <= 1.0 and 0.0 <= score["efficacy"] <= 1.0
+    # a second model on the same split and seed (the retrained reference) reuses the shadows
+    calls = []
+    real = mia_suite_module.train_classifier
+    monkeypatch.setattr(mia_suite_module, "train_classifier", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = mia_suite(["ulira"], model, data, split, cfg, 0, train_z, test_z)
+    assert calls == [] and again["ulira"] == score["ulira"]
+    mia_suite(["ulira"], model, data, split, cfg, 1, train_z, test_z)  # another seed: its own shadows
+    assert len(calls) == 2
