@@ -24,7 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
 from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, parse_args
+from data import DataError, load_dataset
+from figures import write_relearning
+from main import resolve_device, run_seed
+from models.original import original_key, original_model
+from models.runtime import Runtime
+from report import git_commit, write_tables
+from storage import write_json
+from unlearn import METHODS
 
 HERE = Path(__file__).resolve().parent
 PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling_sgd", "neggrad")
@@ -71,8 +82,6 @@ def _split_list(key: str, text: str) -> list[str]:
 
 def parse_plan(argv: list[str]) -> Plan:
     """Grid axes, output folder and switches; every other ``--key=value`` is left for the config."""
-    from unlearn import METHODS  # late import: the registry imports torch
-
     grid: dict[str, list | None] = dict.fromkeys(GRID_KEYS)
     overrides, out_dir, table_only = [], "results", False
     for arg in argv:
@@ -147,16 +156,6 @@ def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]
 
 def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
     """Compute every missing cell of the grid; returns (computed, skipped)."""
-    import torch
-    from tqdm import tqdm
-
-    from data import load_dataset
-    from main import resolve_device, run_seed
-    from models.original import original_key, original_model
-    from models.runtime import Runtime
-    from report import git_commit
-    from storage import write_json
-
     configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
                for s in plan.axis("scenarios") for m in plan.axis("methods")}  # every config checked first
     pending = [c for c in plan.cells() if needs_run(c, configs[(c.dataset, c.scenario, c.method)], plan.out_dir)]
@@ -206,9 +205,6 @@ def _json_safe(x: Any) -> Any:
 
 def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
     """Tables (Markdown, CSV, LaTeX) and relearning series (CSV, PNG) from the stored cells."""
-    from figures import write_relearning
-    from report import write_tables
-
     cells = stored_cells(plan.out_dir, plan)
     if not cells:
         log(f"no stored cells under {plan.out_dir / 'cells'} for this grid")
@@ -233,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     if not plan.table_only:
-        from data import DataError
-
         try:
             sweep(plan)
         except DataError as exc:
