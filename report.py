@@ -17,10 +17,12 @@ HEADERS = {"remain_acc": "D_r", "forget_acc": "D_f", "test_acc": "D_t", "test_re
            "test_forget_acc": "D_t,f", "mia": "MIA", "unlearn_time_s": "time s", "avg_gap": "avg gap"}
 
 
-def _clean(x: Any) -> Any:
-    """NaN -> None (JSON has no NaN), recursively through dicts."""
+def json_safe(x: Any) -> Any:
+    """NaN -> None (JSON has no NaN), recursively through dicts and lists."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
     if isinstance(x, float):
         return None if math.isnan(x) else x
     return x
@@ -43,8 +45,8 @@ def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -
     for key in keys:
         values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
         finite = values[~np.isnan(values)]
-        mean[key] = _clean(finite.mean()) if len(finite) else None
-        std[key] = _clean(finite.std()) if len(finite) else None
+        mean[key] = json_safe(finite.mean()) if len(finite) else None
+        std[key] = json_safe(finite.std()) if len(finite) else None
     return mean, std
 
 
@@ -65,7 +67,7 @@ def git_commit() -> str | None:
 def results_document(cfg: Config, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """The results.json schema: config, per-seed rows, mean, std (and run metadata)."""
     mean, std = summarize(rows)
-    seeds = [_clean(dict(r)) for r in rows]
+    seeds = [json_safe(dict(r)) for r in rows]
     return {"config": cfg.to_dict(), "seeds": seeds, "mean": mean, "std": std, "meta": meta}
 
 
@@ -80,7 +82,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     mean, std = summarize(rows)
     keys = RESULT_KEYS + (("avg_gap",) if rows and "avg_gap" in rows[0] else ())
     header = ["seed"] + [HEADERS[k] for k in keys]
-    lines = [[str(r["seed"])] + [_fmt(_clean(r[k]), k) for k in keys] for r in rows]
+    lines = [[str(r["seed"])] + [_fmt(json_safe(r[k]), k) for k in keys] for r in rows]
     lines.append(["mean"] + [f"{_fmt(mean[k], k)} +- {_fmt(std[k], k)}" for k in keys])
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     out = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [header] + lines]

@@ -33,7 +33,7 @@ from figures import write_relearning
 from main import resolve_device, run_seed
 from models.original import original_key, original_model
 from models.runtime import Runtime
-from report import git_commit, write_tables
+from report import git_commit, json_safe, write_tables
 from storage import write_json
 from unlearn import METHODS
 
@@ -186,21 +186,10 @@ def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
                                          "git_commit": commit, "torch": torch.__version__,
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                     "config": cfg.to_dict()}
-        write_json(cell.path(plan.out_dir), _json_safe(document))
+        write_json(cell.path(plan.out_dir), json_safe(document))
         tqdm.write(f"{cell.dataset}-{cell.scenario} {cell.method} seed {cell.seed}: D_r {row['remain_acc']:.2f} "
                    f"D_f {row['forget_acc']:.2f} D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
     return len(pending), skipped
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN -> None all the way down (JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and x != x:
-        return None
-    return x
 
 
 def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
