@@ -29,118 +29,145 @@ def default_data_root() -> str:
     return os.environ.get("CAMU_DATA_ROOT", "datasets")
 
 
+def opt(default: Any, help: str) -> Any:
+    """A config field with its one-line meaning, shown by ``--help`` and ``docs/config.md``.
+
+    A list default is copied per instance; a callable default is called per instance.
+    """
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Config:
     # --- what to forget
-    dataset: str = "mnist"  # mnist | fashion_mnist | cifar10 | cifar100
-    scenario: str = "class"  # class: one whole class; random: a uniform fraction
-    forget_class: int = 0  # class removed in the class scenario (the release: 0)
-    forget_fraction: float = 0.1  # share of the training set forgotten in the random scenario
-    forget_repeat: int = 1  # rows of D_f repeated this many times (the release: 10 on CIFAR-100 class)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # one run per seed
-    method: str = "camu"  # unlearning method, a key of unlearn.METHODS
+    dataset: str = opt("mnist", "mnist | fashion_mnist | cifar10 | cifar100")
+    scenario: str = opt("class", "class: one whole class; random: a uniform fraction")
+    forget_class: int = opt(0, "class removed in the class scenario (the release: 0)")
+    forget_fraction: float = opt(0.1, "share of the training set forgotten in the random scenario")
+    forget_repeat: int = opt(1, "rows of D_f repeated this many times (the release: 10 on CIFAR-100 class)")
+    seeds: list[int] = opt([0, 1, 2, 3, 4], "one run per seed")
+    method: str = opt("camu", "unlearning method, a key of unlearn.METHODS")
     # --- the original model (trained once, cached by a hash of these)
-    train_epochs: int = 20
-    train_lr: float = 1e-3
-    train_seed: int = 0  # seed of the original model's initialisation and batch order
+    train_epochs: int = opt(20, "epochs of the original model")
+    train_lr: float = opt(1e-3, "Adam learning rate of the original model")
+    train_seed: int = opt(0, "seed of the original model's initialisation and batch order")
     # --- CaMU unlearning
-    unlearn_epochs: int = 2
-    rep_lr: float = 4e-4  # Adam lr of the representation-level (KL) step
-    out_lr: float = 1e-3  # Adam lr of the output-level (cross-entropy) step
-    camu_rep_remain_weight: float = 0.5  # weight of KL(p_s || q_s)
-    camu_rep_forget_weight: float = 0.5  # weight of KL(p_cf || q_f)
-    camu_out_remain_weight: float = 0.9  # weight of CE(f(x_s), y_s)
-    camu_out_forget_weight: float = 0.01  # weight of CE(f(x_f), y_cf)
+    unlearn_epochs: int = opt(2, "CaMU epochs over the counterfactual set")
+    rep_lr: float = opt(4e-4, "Adam lr of the representation-level (KL) step")
+    out_lr: float = opt(1e-3, "Adam lr of the output-level (cross-entropy) step")
+    camu_rep_remain_weight: float = opt(0.5, "weight of KL(p_s || q_s)")
+    camu_rep_forget_weight: float = opt(0.5, "weight of KL(p_cf || q_f)")
+    camu_out_remain_weight: float = opt(0.9, "weight of CE(f(x_s), y_s)")
+    camu_out_forget_weight: float = opt(0.01, "weight of CE(f(x_f), y_cf)")
     # --- shared optimisation settings
-    batch_size: int = 32  # training and unlearning batch (the release: 32)
-    weight_decay: float = 1e-4  # Adam weight decay of every optimiser
-    eval_batch_size: int = 1024  # evaluation speed only (CIFAR with eval_train_augment: which crop each image draws)
+    batch_size: int = opt(32, "training and unlearning batch (the release: 32)")
+    weight_decay: float = opt(1e-4, "Adam weight decay of every optimiser")
+    eval_batch_size: int = opt(1024,
+        "evaluation speed only (CIFAR with eval_train_augment: which crop each image draws)")
     # --- evaluation
-    compare_retrain: bool = True  # also evaluate a model retrained on D_r (cached per split) and report gaps to it
-    mia_attacks: list[str] = field(default_factory=lambda: ["efficacy", "loss", "entropy"])  # beside the XGBoost MIA
-    ulira_shadows: int = 4  # U-LiRA-lite: shadow CNNs trained from scratch on random halves (>= 2; expensive, opt-in)
-    ulira_epochs: int = 2  # U-LiRA-lite: training epochs of each shadow (original recipe otherwise)
-    mia_train_size: int = 4000  # members from D_s and non-members from the test set
-    mia_fit_fraction: float = 0.99  # share of the attacker rows it is fit on
-    eval_train_augment: bool = True  # CIFAR: D_r / D_f / MIA features under the training augmentation, as the release
+    compare_retrain: bool = opt(True, "also evaluate a model retrained on D_r (cached per split) and report gaps to it")
+    mia_attacks: list[str] = opt(["efficacy", "loss", "entropy"], "beside the XGBoost MIA")
+    ulira_shadows: int = opt(4,
+        "U-LiRA-lite: shadow CNNs trained from scratch on random halves (>= 2; expensive, opt-in)")
+    ulira_epochs: int = opt(2, "U-LiRA-lite: training epochs of each shadow (original recipe otherwise)")
+    mia_train_size: int = opt(4000, "members from D_s and non-members from the test set")
+    mia_fit_fraction: float = opt(0.99, "share of the attacker rows it is fit on")
+    eval_train_augment: bool = opt(True,
+        "CIFAR: D_r / D_f / MIA features under the training augmentation, as the release")
     # --- relearning experiment (the paper's figure): one epoch of fine-tuning on D_r after unlearning
-    relearn: bool = False  # also fine-tune each unlearned model on D_r and record Acc(D_r) - Acc(D_f)
-    relearn_lr: float = 0.0  # Adam lr of the fine-tuning (0: the paper's, 1e-3; 1e-4 on CIFAR-100)
-    relearn_every: int = 100  # record the gap every this many mini-batches (and before the first)
+    relearn: bool = opt(False, "also fine-tune each unlearned model on D_r and record Acc(D_r) - Acc(D_f)")
+    relearn_lr: float = opt(0.0, "Adam lr of the fine-tuning (0: the paper's, 1e-3; 1e-4 on CIFAR-100)")
+    relearn_every: int = opt(100, "record the gap every this many mini-batches (and before the first)")
     # --- data and files
-    data_root: str = field(default_factory=default_data_root)
-    download: bool = True  # let torchvision download missing files
-    train_limit: int = 0  # use only the first N training samples (0: all); for tests and smoke runs
-    test_limit: int = 0  # use only the first N test samples (0: all)
-    out_dir: str = "runs"  # results under out_dir/run_name, checkpoints under out_dir/checkpoints
-    run_name: str = ""  # default: DATASET-SCENARIO-METHOD
+    data_root: str = opt(default_data_root,
+        "where torchvision finds (or downloads) the data; default $CAMU_DATA_ROOT, else datasets/")
+    download: bool = opt(True, "let torchvision download missing files")
+    train_limit: int = opt(0, "use only the first N training samples (0: all); for tests and smoke runs")
+    test_limit: int = opt(0, "use only the first N test samples (0: all)")
+    out_dir: str = opt("runs", "results under out_dir/run_name, checkpoints under out_dir/checkpoints")
+    run_name: str = opt("", "default: DATASET-SCENARIO-METHOD")
     # --- baselines: each key carries its method's prefix (sources in the method's file)
     # >>> block A: finetune, neggrad, neggrad_plus, random_label
-    finetune_epochs: int = 2  # FT: passes over D_r (the SalUn release: 10 on CIFAR-10; fewer for the CPU budget)
-    finetune_lr: float = 0.01  # FT: learning rate (SalUn / Unlearn-Sparse release: 0.01)
-    finetune_optimizer: str = "sgd"  # FT: sgd | adam (the release: SGD)
-    finetune_momentum: float = 0.9  # FT: SGD momentum (the release: 0.9)
-    neggrad_epochs: int = 5  # NG: at most this many passes of gradient ascent over D_f (SalUn release GA: 5)
-    neggrad_lr: float = 1e-4  # NG: learning rate of the ascent (SalUn release GA: 1e-4)
-    neggrad_optimizer: str = "adam"  # NG: sgd | adam (the release: SGD; Adam bounds each step, see neggrad.py)
-    neggrad_momentum: float = 0.9  # NG: SGD momentum when neggrad_optimizer=sgd (the release: 0.9)
-    neggrad_stop_acc: float = 0.0  # NG: stop once a forget batch's accuracy (%) is at most this; negative: never
-    neggrad_plus_epochs: int = 1  # NG+: passes over D_r, D_f cycled alongside (SCRUB release: 10; CPU budget)
-    neggrad_plus_lr: float = 1e-4  # NG+: learning rate (SCRUB release: 0.01 with SGD; see neggrad_plus.py)
-    neggrad_plus_optimizer: str = "adam"  # NG+: sgd | adam (SCRUB release: SGD, which never starts forgetting on MNIST)
-    neggrad_plus_momentum: float = 0.0  # NG+: SGD momentum when neggrad_plus_optimizer=sgd (SCRUB release: none)
-    neggrad_plus_alpha: float = 0.95  # NG+: loss = alpha * CE(D_r) - (1 - alpha) * CE(D_f) (SCRUB release: 0.95)
-    neggrad_plus_stop_acc: float = 0.0  # NG+: stop once a forget batch's accuracy (%) is at most this; negative: never
-    random_label_epochs: int = 1  # RL: passes over D_f (random labels) and D_r shuffled together (SalUn: 10)
-    random_label_lr: float = 0.01  # RL: learning rate (SalUn release RL: 0.01 to 0.013)
-    random_label_optimizer: str = "sgd"  # RL: sgd | adam (the release: SGD)
-    random_label_momentum: float = 0.9  # RL: SGD momentum (the release: 0.9)
+    finetune_epochs: int = opt(2, "FT: passes over D_r (the SalUn release: 10 on CIFAR-10; fewer for the CPU budget)")
+    finetune_lr: float = opt(0.01, "FT: learning rate (SalUn / Unlearn-Sparse release: 0.01)")
+    finetune_optimizer: str = opt("sgd", "FT: sgd | adam (the release: SGD)")
+    finetune_momentum: float = opt(0.9, "FT: SGD momentum (the release: 0.9)")
+    neggrad_epochs: int = opt(5, "NG: at most this many passes of gradient ascent over D_f (SalUn release GA: 5)")
+    neggrad_lr: float = opt(1e-4, "NG: learning rate of the ascent (SalUn release GA: 1e-4)")
+    neggrad_optimizer: str = opt("adam", "NG: sgd | adam (the release: SGD; Adam bounds each step, see neggrad.py)")
+    neggrad_momentum: float = opt(0.9, "NG: SGD momentum when neggrad_optimizer=sgd (the release: 0.9)")
+    neggrad_stop_acc: float = opt(0.0, "NG: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    neggrad_plus_epochs: int = opt(1, "NG+: passes over D_r, D_f cycled alongside (SCRUB release: 10; CPU budget)")
+    neggrad_plus_lr: float = opt(1e-4, "NG+: learning rate (SCRUB release: 0.01 with SGD; see neggrad_plus.py)")
+    neggrad_plus_optimizer: str = opt(
+        "adam", "NG+: sgd | adam (SCRUB release: SGD, which never starts forgetting on MNIST)")
+    neggrad_plus_momentum: float = opt(0.0, "NG+: SGD momentum when neggrad_plus_optimizer=sgd (SCRUB release: none)")
+    neggrad_plus_alpha: float = opt(0.95, "NG+: loss = alpha * CE(D_r) - (1 - alpha) * CE(D_f) (SCRUB release: 0.95)")
+    neggrad_plus_stop_acc: float = opt(0.0,
+        "NG+: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    random_label_epochs: int = opt(1, "RL: passes over D_f (random labels) and D_r shuffled together (SalUn: 10)")
+    random_label_lr: float = opt(0.01, "RL: learning rate (SalUn release RL: 0.01 to 0.013)")
+    random_label_optimizer: str = opt("sgd", "RL: sgd | adam (the release: SGD)")
+    random_label_momentum: float = opt(0.9, "RL: SGD momentum (the release: 0.9)")
     # <<< block A
     # >>> block B: boundary_shrink, boundary_expand, unrolling_sgd, bad_teacher
-    boundary_shrink_epochs: int = 10  # BS: passes over D_f relabelled to the nearest wrong class (release: 10)
-    boundary_shrink_lr: float = 1e-5  # BS: SGD learning rate (paper and release: 1e-5)
-    boundary_shrink_momentum: float = 0.9  # BS: SGD momentum (release: 0.9)
-    boundary_shrink_bound: float = 0.1  # BS: FGSM L-inf step in pixel units of [0, 1] (release: 0.1)
-    boundary_expand_epochs: int = 10  # BE: passes over D_f labelled as the shadow class (release: 10)
-    boundary_expand_lr: float = 1e-5  # BE: SGD learning rate (paper and release: 1e-5)
-    boundary_expand_momentum: float = 0.9  # BE: SGD momentum (release: 0.9)
-    unrolling_sgd_scale: float = 1.0  # Unrolling SGD: multiplier of the single-gradient step (paper: 1)
-    bad_teacher_epochs: int = 1  # TS: passes over D_f + the D_r subset (release notebook: 1)
-    bad_teacher_lr: float = 1e-4  # TS: Adam learning rate (release notebook: 1e-4)
-    bad_teacher_retain_fraction: float = 0.3  # TS: share of D_r distilled from the competent teacher (release: 0.3)
-    bad_teacher_temperature: float = 1.0  # TS: KL temperature (release notebook: 1)
-    bad_teacher_batch_size: int = 256  # TS: batch of the mixed D_f + D_r subset (release notebook: 256)
+    boundary_shrink_epochs: int = opt(10, "BS: passes over D_f relabelled to the nearest wrong class (release: 10)")
+    boundary_shrink_lr: float = opt(1e-5, "BS: SGD learning rate (paper and release: 1e-5)")
+    boundary_shrink_momentum: float = opt(0.9, "BS: SGD momentum (release: 0.9)")
+    boundary_shrink_bound: float = opt(0.1, "BS: FGSM L-inf step in pixel units of [0, 1] (release: 0.1)")
+    boundary_expand_epochs: int = opt(10, "BE: passes over D_f labelled as the shadow class (release: 10)")
+    boundary_expand_lr: float = opt(1e-5, "BE: SGD learning rate (paper and release: 1e-5)")
+    boundary_expand_momentum: float = opt(0.9, "BE: SGD momentum (release: 0.9)")
+    unrolling_sgd_scale: float = opt(1.0, "Unrolling SGD: multiplier of the single-gradient step (paper: 1)")
+    bad_teacher_epochs: int = opt(1, "TS: passes over D_f + the D_r subset (release notebook: 1)")
+    bad_teacher_lr: float = opt(1e-4, "TS: Adam learning rate (release notebook: 1e-4)")
+    bad_teacher_retain_fraction: float = opt(0.3,
+        "TS: share of D_r distilled from the competent teacher (release: 0.3)")
+    bad_teacher_temperature: float = opt(1.0, "TS: KL temperature (release notebook: 1)")
+    bad_teacher_batch_size: int = opt(256, "TS: batch of the mixed D_f + D_r subset (release notebook: 256)")
     # <<< block B
     # >>> block C: scrub, salun, ssd
-    scrub_epochs: int = 3  # SCRUB epochs (sgda_epochs): each ends with a min pass over D_r
-    scrub_msteps: int = 2  # the first this many epochs start with a max pass over D_f
-    scrub_lr: float = 5e-4  # SGD learning rate (sgda_learning_rate)
-    scrub_momentum: float = 0.9  # SGD momentum
-    scrub_weight_decay: float = 5e-4  # SGD weight decay (SCRUB's own, not the shared weight_decay)
-    scrub_lr_decay_epochs: list[int] = field(default_factory=lambda: [3, 5, 9])  # lr x decay_rate after each
-    scrub_lr_decay_rate: float = 0.1  # learning-rate factor per passed entry of scrub_lr_decay_epochs
-    scrub_kd_t: float = 4.0  # distillation temperature kd_T of the student-teacher KL
-    scrub_gamma: float = 0.99  # weight of cross-entropy on D_r in the min step
-    scrub_alpha: float = 0.001  # weight of KL(teacher || student) on D_r in the min step
-    scrub_forget_batch_size: int = 512  # batch of the max steps over D_f
-    scrub_remain_batch_size: int = 256  # batch of the min steps over D_r
-    salun_threshold: float = 0.5  # share of weights (largest |grad| of the forget loss) the saliency mask frees
-    salun_epochs: int = 10  # random-label epochs, each a pass over D_f (random labels) then over D_r
-    salun_lr: float = 0.013  # SGD learning rate
-    salun_momentum: float = 0.9  # SGD momentum
-    salun_weight_decay: float = 5e-4  # SGD weight decay (applied to salient weights only)
-    salun_batch_size: int = 256  # batch of the mask pass and of unlearning
-    ssd_alpha: float = 10.0  # selection weighting: dampen where forget importance > alpha * full importance
-    ssd_lambda: float = 1.0  # dampening constant: factor min(lambda * full / forget, 1)
-    ssd_batch_size: int = 64  # batch of the importance passes (importance = mean squared batch gradient)
+    scrub_epochs: int = opt(3, "SCRUB epochs (sgda_epochs): each ends with a min pass over D_r")
+    scrub_msteps: int = opt(2, "the first this many epochs start with a max pass over D_f")
+    scrub_lr: float = opt(5e-4, "SGD learning rate (sgda_learning_rate)")
+    scrub_momentum: float = opt(0.9, "SGD momentum")
+    scrub_weight_decay: float = opt(5e-4, "SGD weight decay (SCRUB's own, not the shared weight_decay)")
+    scrub_lr_decay_epochs: list[int] = opt([3, 5, 9], "lr x decay_rate after each")
+    scrub_lr_decay_rate: float = opt(0.1, "learning-rate factor per passed entry of scrub_lr_decay_epochs")
+    scrub_kd_t: float = opt(4.0, "distillation temperature kd_T of the student-teacher KL")
+    scrub_gamma: float = opt(0.99, "weight of cross-entropy on D_r in the min step")
+    scrub_alpha: float = opt(0.001, "weight of KL(teacher || student) on D_r in the min step")
+    scrub_forget_batch_size: int = opt(512, "batch of the max steps over D_f")
+    scrub_remain_batch_size: int = opt(256, "batch of the min steps over D_r")
+    salun_threshold: float = opt(0.5, "share of weights (largest |grad| of the forget loss) the saliency mask frees")
+    salun_epochs: int = opt(10, "random-label epochs, each a pass over D_f (random labels) then over D_r")
+    salun_lr: float = opt(0.013, "SGD learning rate")
+    salun_momentum: float = opt(0.9, "SGD momentum")
+    salun_weight_decay: float = opt(5e-4, "SGD weight decay (applied to salient weights only)")
+    salun_batch_size: int = opt(256, "batch of the mask pass and of unlearning")
+    ssd_alpha: float = opt(10.0, "selection weighting: dampen where forget importance > alpha * full importance")
+    ssd_lambda: float = opt(1.0, "dampening constant: factor min(lambda * full / forget, 1)")
+    ssd_batch_size: int = opt(64, "batch of the importance passes (importance = mean squared batch gradient)")
     # <<< block C
+    # >>> block D: concept_poison (concept-level class unlearning)
+    # <<< block D
+    # >>> block E: tuning
+    # <<< block E
     # --- hardware
-    device: str = "auto"  # auto | cpu | cuda
-    num_threads: int = 0  # CPU threads for torch (0: torch's default)
-    channels_last: bool = True  # NHWC convolutions (rounding only; see README, Speed)
-    fused_adam: bool = True  # Adam as one fused kernel (rounding only)
-    compile: str = "off"  # torch.compile of every model: off | default | reduce-overhead (CUDA graphs on a GPU)
-    bf16: str = "auto"  # bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA) | true | false
+    device: str = opt("auto", "auto | cpu | cuda")
+    num_threads: int = opt(0, "CPU threads for torch (0: torch's default)")
+    channels_last: bool = opt(True, "NHWC convolutions (rounding only; see README, Speed)")
+    fused_adam: bool = opt(True, "Adam as one fused kernel (rounding only)")
+    compile: str = opt("off", "torch.compile of every model: off | default | reduce-overhead (CUDA graphs on a GPU)")
+    bf16: str = opt("auto", "bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA) | true | false")
+    # >>> block G: CUDA path (determinism, relearning cost)
+    # <<< block G
+    # >>> block F: running beyond one machine (launchers, SLURM)
+    # <<< block F
 
     @property
     def num_classes(self) -> int:
