@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from config import ConfigError, parse_args
+from config import ConfigError, help_text, parse_args, wants_help
 from data import build_counterfactuals, load_dataset
 from eval.evaluate import accuracies, all_logits, mia_score
 from main import resolve_device, split_for_seed, sync
@@ -28,6 +28,7 @@ from models import build_model
 from models.original import original_model
 from models.runtime import Runtime
 from models.train import train_classifier
+from progress import configure_progress
 from storage import write_json
 from unlearn import UnlearnTask, get_method
 
@@ -52,7 +53,18 @@ def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple
     return statistics.median(times), out
 
 
+USAGE = """usage: python bench.py [PRESET.yaml] [--bench_out=bench.json] [--key=value ...]
+
+Times every phase of one run (seed: the first of --seeds, default 0) on the configured device and
+prints the release's figures beside them. Docs: docs/speed.md."""
+FLAGS = [("--bench_out=PATH", "where the timings are written (default: bench.json)"), ("-h, --help", "this text")]
+
+
 def main(argv: list[str]) -> int:
+    if wants_help(argv):
+        print(help_text(USAGE, FLAGS))
+        return 0
+    configure_progress()
     out_path = "bench.json"
     rest = []
     for arg in argv:
@@ -69,7 +81,8 @@ def main(argv: list[str]) -> int:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed = cfg.seeds[0]
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit)
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
+                        verify=cfg.verify_data)
     original, _ = original_model(cfg, data)
     phases: dict[str, float] = {}
 

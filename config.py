@@ -9,9 +9,12 @@ into every checkpoint and results file, so a result always says what produced it
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import sys
 import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,17 @@ NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 SCENARIOS = ("class", "random")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+# Names a key may take that are defined by higher layers (the method registry in unlearn/,
+# the attack list in eval/): those modules register them on import, so config imports
+# neither and sits at the bottom of the dependency graph.
+_CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def register_choices(key: str, names: Collection[str]) -> None:
+    """Declare the names ``key`` accepts (called by the module that defines them)."""
+    _CHOICES[key] = tuple(names)
 
 
 def default_data_root() -> str:
@@ -44,52 +58,67 @@ def opt(default: Any, help: str) -> Any:
 @dataclass
 class Config:
     # --- what to forget
-    dataset: str = opt("mnist", "mnist | fashion_mnist | cifar10 | cifar100")
-    scenario: str = opt("class", "class: one whole class; random: a uniform fraction")
-    forget_class: int = opt(0, "class removed in the class scenario (the release: 0)")
-    forget_fraction: float = opt(0.1, "share of the training set forgotten in the random scenario")
-    forget_repeat: int = opt(1, "rows of D_f repeated this many times (the release: 10 on CIFAR-100 class)")
-    seeds: list[int] = opt([0, 1, 2, 3, 4], "one run per seed")
-    method: str = opt("camu", "unlearning method, a key of unlearn.METHODS")
+    dataset: str = opt("mnist", "mnist, fashion_mnist, cifar10 or cifar100")
+    scenario: str = opt(
+        "class", "class: forget every training sample of forget_class; random: forget a "
+        "uniform forget_fraction of the training set")
+    forget_class: int = opt(
+        0, "the class removed (class scenario; the release: 0); also splits the test set into D_t,r / D_t,f")
+    forget_fraction: float = opt(0.1, "share of the training set forgotten (random scenario), in (0, 1)")
+    forget_repeat: int = opt(
+        1, "D_f rows repeated this many times, and D_s drawn of that size (the release: 10 on CIFAR-100 class removal)")
+    seeds: list[int] = opt([0, 1, 2, 3, 4], "one split + unlearning + evaluation per seed; mean and std over them")
+    method: str = opt("camu", "camu, retrain or a baseline (list: docs/baselines.md; registry: unlearn.METHODS)")
     # --- the original model (trained once, cached by a hash of these)
     train_epochs: int = opt(20, "epochs of the original model")
     train_lr: float = opt(1e-3, "Adam learning rate of the original model")
     train_seed: int = opt(0, "seed of the original model's initialisation and batch order")
     # --- CaMU unlearning
     unlearn_epochs: int = opt(2, "CaMU epochs over the counterfactual set")
-    rep_lr: float = opt(4e-4, "Adam lr of the representation-level (KL) step")
-    out_lr: float = opt(1e-3, "Adam lr of the output-level (cross-entropy) step")
+    rep_lr: float = opt(4e-4, "Adam learning rate of the representation-level (KL) step (the release's KL_LR)")
+    out_lr: float = opt(1e-3, "Adam learning rate of the output-level (cross-entropy) step (the release's IMPAIR_LR)")
     camu_rep_remain_weight: float = opt(0.5, "weight of KL(p_s || q_s)")
     camu_rep_forget_weight: float = opt(0.5, "weight of KL(p_cf || q_f)")
     camu_out_remain_weight: float = opt(0.9, "weight of CE(f(x_s), y_s)")
     camu_out_forget_weight: float = opt(0.01, "weight of CE(f(x_f), y_cf)")
     # --- shared optimisation settings
-    batch_size: int = opt(32, "training and unlearning batch (the release: 32)")
+    batch_size: int = opt(32, "training and unlearning batch (the release: 32); part of the original model's cache key")
     weight_decay: float = opt(1e-4, "Adam weight decay of every optimiser")
-    eval_batch_size: int = opt(1024,
-        "evaluation speed only (CIFAR with eval_train_augment: which crop each image draws)")
+    eval_batch_size: int = opt(
+        1024, "evaluation batch: speed only, except that on CIFAR with eval_train_augment "
+        "the augmentation draws follow the batching")
     # --- evaluation
-    compare_retrain: bool = opt(True, "also evaluate a model retrained on D_r (cached per split) and report gaps to it")
-    mia_attacks: list[str] = opt(["efficacy", "loss", "entropy"], "beside the XGBoost MIA")
-    ulira_shadows: int = opt(4,
-        "U-LiRA-lite: shadow CNNs trained from scratch on random halves (>= 2; expensive, opt-in)")
+    compare_retrain: bool = opt(
+        True, "also train (once per split, cached) and evaluate the retrained "
+        "oracle; rows then hold retrain, gap and avg_gap")
+    mia_attacks: list[str] = opt(
+        ["efficacy", "loss", "entropy"], "attacks reported beside the faithful XGBoost MIA as mia_<name> "
+        "(efficacy, loss, entropy; ulira is opt-in and trains ulira_shadows shadow CNNs)")
+    ulira_shadows: int = opt(
+        4, "U-LiRA-lite: shadow CNNs trained from scratch on random halves (>= 2; expensive, opt-in)")
     ulira_epochs: int = opt(2, "U-LiRA-lite: training epochs of each shadow (original recipe otherwise)")
-    mia_train_size: int = opt(4000, "members from D_s and non-members from the test set")
-    mia_fit_fraction: float = opt(0.99, "share of the attacker rows it is fit on")
-    eval_train_augment: bool = opt(True,
-        "CIFAR: D_r / D_f / MIA features under the training augmentation, as the release")
+    mia_train_size: int = opt(4000, "members (from D_s) and non-members (first test rows) the attacker is trained on")
+    mia_fit_fraction: float = opt(0.99, "share of those rows the attacker is fit on")
+    eval_train_augment: bool = opt(
+        True, "CIFAR only: D_r, D_f and the MIA features under the training augmentation, "
+        "as the release's training loaders (docs/fidelity.md)")
     # --- relearning experiment (the paper's figure): one epoch of fine-tuning on D_r after unlearning
-    relearn: bool = opt(False, "also fine-tune each unlearned model on D_r and record Acc(D_r) - Acc(D_f)")
-    relearn_lr: float = opt(0.0, "Adam lr of the fine-tuning (0: the paper's, 1e-3; 1e-4 on CIFAR-100)")
-    relearn_every: int = opt(100, "record the gap every this many mini-batches (and before the first)")
+    relearn: bool = opt(
+        False, "also fine-tune a copy of each unlearned model on D_r for one epoch "
+        "and record Acc(D_r) - Acc(D_f) (the paper's relearning test)")
+    relearn_lr: float = opt(0.0, "its Adam lr (0: the paper's, 1e-3; 1e-4 on CIFAR-100)")
+    relearn_every: int = opt(
+        100, "mini-batches between records (the first is before any step, the last at the epoch's end)")
     # --- data and files
-    data_root: str = opt(default_data_root,
-        "where torchvision finds (or downloads) the data; default $CAMU_DATA_ROOT, else datasets/")
+    data_root: str = opt(
+        default_data_root, "where torchvision finds (or downloads) the data; default $CAMU_DATA_ROOT, else datasets/")
     download: bool = opt(True, "let torchvision download missing files")
-    train_limit: int = opt(0, "use only the first N training samples (0: all); for tests and smoke runs")
-    test_limit: int = opt(0, "use only the first N test samples (0: all)")
-    out_dir: str = opt("runs", "results under out_dir/run_name, checkpoints under out_dir/checkpoints")
-    run_name: str = opt("", "default: DATASET-SCENARIO-METHOD")
+    verify_data: bool = opt(True, "check the files against torchvision's checksums (false: accept a modified "
+                                  "copy, warn, and mark the results as not from the original files)")
+    train_limit: int = opt(0, "keep only the first N training samples (0: all); for smoke runs and tests")
+    test_limit: int = opt(0, "keep only the first N test samples (0: all)")
+    out_dir: str = opt("runs", "results in out_dir/run_name/, cached models in out_dir/checkpoints/")
+    run_name: str = opt("", "folder of this run's results (empty: DATASET-SCENARIO-METHOD)")
     # --- baselines: each key carries its method's prefix (sources in the method's file)
     # >>> block A: finetune, neggrad, neggrad_plus, random_label
     finetune_epochs: int = opt(2, "FT: passes over D_r (the SalUn release: 10 on CIFAR-10; fewer for the CPU budget)")
@@ -158,12 +187,12 @@ class Config:
     # >>> block E: tuning
     # <<< block E
     # --- hardware
-    device: str = opt("auto", "auto | cpu | cuda")
+    device: str = opt("auto", "auto (CUDA when available), cpu or cuda")
     num_threads: int = opt(0, "CPU threads for torch (0: torch's default)")
-    channels_last: bool = opt(True, "NHWC convolutions (rounding only; see README, Speed)")
+    channels_last: bool = opt(True, "NHWC convolutions (rounding only; docs/speed.md)")
     fused_adam: bool = opt(True, "Adam as one fused kernel (rounding only)")
-    compile: str = opt("off", "torch.compile of every model: off | default | reduce-overhead (CUDA graphs on a GPU)")
-    bf16: str = opt("auto", "bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA) | true | false")
+    compile: str = opt("off", "torch.compile of every model: off, default or reduce-overhead (CUDA graphs on a GPU)")
+    bf16: str = opt("auto", "bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA), true or false")
     # >>> block G: CUDA path (determinism, relearning cost)
     # <<< block G
     # >>> block F: running beyond one machine (launchers, SLURM)
@@ -248,15 +277,23 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {kind}")  # pragma: no cover
 
 
+def unknown_key_message(key: str, known: Collection[str], source: str = "") -> str:
+    """One line naming the closest known keys; the full list is one ``--help`` away."""
+    where = f" (in {source})" if source else ""
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    if not close:  # a prefix or a part of a key: 'scrub' -> every scrub_* key, up to three
+        close = sorted(k for k in known if key and (k.startswith(key) or key in k))[:3]
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see --help for every key"
+    return f"unknown config key {key!r}{where}; {hint}"
+
+
 def apply_overrides(cfg: Config, values: dict[str, Any], source: str = "") -> Config:
     """Set the given keys on a copy of ``cfg``; unknown keys and wrong types raise ConfigError."""
     types = _field_types()
     updates = {}
     for key, value in values.items():
         if key not in types:
-            known = ", ".join(sorted(types))
-            where = f" (in {source})" if source else ""
-            raise ConfigError(f"unknown config key {key!r}{where}; known keys: {known}")
+            raise ConfigError(unknown_key_message(key, types, source))
         updates[key] = _coerce(key, value, types[key])
     return dataclasses.replace(cfg, **updates)
 
@@ -269,15 +306,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"scenario: {cfg.scenario!r} is not one of {', '.join(SCENARIOS)}")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device: {cfg.device!r} is not one of {', '.join(DEVICES)}")
-    from unlearn import METHODS  # late import: the registry imports torch
-
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method: {cfg.method!r} is not one of {', '.join(sorted(METHODS))}")
-    from eval.mia_suite import ATTACKS
-
-    for name in cfg.mia_attacks:
-        if name not in ATTACKS:
-            raise ConfigError(f"mia_attacks: {name!r} is not one of {', '.join(ATTACKS)}")
+    for key, names in _CHOICES.items():
+        value = getattr(cfg, key)
+        for name in value if isinstance(value, list) else [value]:
+            if name not in names:
+                raise ConfigError(f"{key}: {name!r} is not one of {', '.join(sorted(names))}")
     if not 0 <= cfg.forget_class < cfg.num_classes:
         raise ConfigError(f"forget_class: {cfg.forget_class} is out of range for {cfg.dataset} "
                           f"(0 to {cfg.num_classes - 1})")
@@ -357,10 +390,110 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     return validate(cfg)
 
 
-def load_config(argv: list[str] | None = None) -> Config:
-    """Parse the command line; on a bad setting print one line and exit with status 2."""
+HERE = Path(__file__).resolve().parent
+
+
+def key_sections() -> list[tuple[str, list[dataclasses.Field]]]:
+    """The config keys grouped under the section comments of the ``Config`` class, in order."""
+    import inspect
+
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    sections: list[tuple[str, list[dataclasses.Field]]] = [("", [])]
+    for line in inspect.getsource(Config).splitlines():
+        text = line.strip()
+        if text.startswith("# ---"):
+            sections.append((text[5:].strip(), []))
+        elif text.startswith("# >>>"):
+            sections.append((text.split(":", 1)[-1].strip(), []))
+        match = re.match(r"(\w+): .+= opt\(", text)
+        if match and match.group(1) in fields:
+            sections[-1][1].append(fields.pop(match.group(1)))
+    if fields:  # declared without a section comment
+        sections.append(("other", list(fields.values())))
+    return [(title, keys) for title, keys in sections if keys]
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.name == "data_root":
+        return "$CAMU_DATA_ROOT or datasets"
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if value == "" else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def key_table() -> str:
+    """The Markdown table of every key (docs/config.md holds it; a test keeps the two equal)."""
+    lines = []
+    for title, keys in key_sections():
+        lines += [f"**{title}**" if title else "", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{f.name}` | `{_default_text(f)}` | {_cell(f.metadata.get('help', ''))} |" for f in keys]
+        lines.append("")
+    return "\n".join(lines).strip() + "\n"
+
+
+def presets() -> list[tuple[str, str]]:
+    """``(path, first comment line)`` of every preset in ``configs/`` (tuned ones excluded)."""
+    out = []
+    for path in sorted((HERE / "configs").glob("*.yaml")):
+        first = path.read_text().splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        out.append((f"configs/{path.name}", about))
+    return out
+
+
+def help_text(usage: str, flags: list[tuple[str, str]] | None = None, with_presets: bool = True) -> str:
+    """``--help`` of an entry point: its usage and own flags, the presets, every config key."""
+    out = [usage.strip(), ""]
+    if flags:
+        out.append("flags:")
+        width = max(len(f) for f, _ in flags)
+        out += [f"  {f.ljust(width)}  {about}" for f, about in flags]
+        out.append("")
+    if with_presets:
+        out.append("presets (an optional first argument):")
+        out += [f"  {path}  {about}" for path, about in presets()]
+        out.append("")
+    out.append("config keys (--key=value; lists comma separated, booleans true/false):")
+    for title, fields in key_sections():
+        out.append(f"  [{title}]")
+        for f in fields:
+            out.append(f"  --{f.name}={_default_text(f)}")
+            out.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(out) + "\n"
+
+
+def wants_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+MAIN_USAGE = """usage: python main.py [PRESET.yaml] [--key=value ...]
+
+Trains (or loads) the original model, then for each seed splits, unlearns with --method,
+evaluates and writes OUT_DIR/RUN_NAME/results.json. Docs: README.md and docs/."""
+
+
+def load_config(argv: list[str] | None = None, usage: str = MAIN_USAGE) -> Config:
+    """Parse the command line; on a bad setting print one line and exit with status 2.
+
+    ``-h`` / ``--help`` prints ``usage``, the presets and every key, and exits with status 0.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if wants_help(args):
+        print(help_text(usage))
+        raise SystemExit(0)
     try:
-        return parse_args(sys.argv[1:] if argv is None else argv, echo=True)
+        return parse_args(args, echo=True)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # the key table of docs/config.md
+    print(key_table(), end="")

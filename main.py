@@ -31,6 +31,7 @@ from eval.gaps import avg_gap, gaps
 from eval.relearn import relearn
 from models.original import original_model
 from models.runtime import Runtime
+from progress import configure_progress
 from report import format_table, git_commit, results_document
 from storage import write_bytes, write_json
 from unlearn import UnlearnTask, get_method
@@ -115,7 +116,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit)
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
+                        verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
@@ -145,6 +147,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv)
+    configure_progress()
     try:
         run(cfg)
     except DataError as exc:

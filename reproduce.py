@@ -27,12 +27,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, parse_args
+from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, help_text, parse_args, wants_help
 from data import DataError, load_dataset
 from figures import write_relearning
 from main import resolve_device, run_seed
 from models.original import original_key, original_model
 from models.runtime import Runtime
+from progress import configure_progress
 from report import git_commit, json_safe, write_tables
 from storage import write_json
 from unlearn import METHODS
@@ -42,6 +43,23 @@ PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling
 DEFAULT_GRID = {"datasets": ["mnist", "fashion_mnist", "cifar10", "cifar100"], "scenarios": list(SCENARIOS),
                 "methods": list(PAPER_METHODS), "seeds": [0, 1, 2, 3, 4]}
 GRID_KEYS = tuple(DEFAULT_GRID)
+USAGE = """usage: python reproduce.py [--datasets=..] [--scenarios=..] [--methods=..] [--seeds=..] [--out_dir=results]
+                          [--relearn=true] [--key=value ...]
+       python reproduce.py --table-only [--out_dir=results] [grid filters]
+
+Computes every missing (dataset, scenario, method, seed) cell of the grid, each from the scenario's
+preset in configs/ plus the --key=value overrides below, then writes tables and the relearning
+figure from the stored cells. Docs: docs/reproduce.md."""
+FLAGS = [
+    ("--datasets=LIST", f"datasets of the grid (default: {','.join(DEFAULT_GRID['datasets'])})"),
+    ("--scenarios=LIST", f"scenarios (default: {','.join(DEFAULT_GRID['scenarios'])})"),
+    ("--methods=LIST", f"methods (default, the paper's: {','.join(DEFAULT_GRID['methods'])})"),
+    ("--seeds=LIST", "seeds (default: 0,1,2,3,4)"),
+    ("--out_dir=DIR", "cells, tables and the checkpoint cache go here (default: results)"),
+    ("--table-only", "compute nothing; rebuild tables and figures from the stored cells"),
+    ("--relearn=BOOL", "the relearning test per cell (default here: true)"),
+    ("-h, --help", "this text"),
+]
 
 
 @dataclass(frozen=True)
@@ -169,12 +187,12 @@ def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
         device = resolve_device(cfg.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        data_key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit)
+        data_key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit, cfg.verify_data)
         if data_key not in data_cache:
             data_cache.clear()  # one dataset in memory at a time
             originals.clear()
             data_cache[data_key] = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device,
-                                                cfg.train_limit, cfg.test_limit)
+                                                cfg.train_limit, cfg.test_limit, verify=cfg.verify_data)
         data = data_cache[data_key]
         okey = json.dumps(original_key(cfg, Runtime.from_config(cfg, device)), sort_keys=True)
         if okey not in originals:
@@ -207,8 +225,13 @@ def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(help_text(USAGE, FLAGS, with_presets=False))
+        return 0
+    configure_progress()
     try:
-        plan = parse_plan(sys.argv[1:] if argv is None else argv)
+        plan = parse_plan(argv)
         if not plan.table_only:
             for d in plan.axis("datasets"):  # a bad override stops here, before any cell runs
                 for s in plan.axis("scenarios"):

@@ -11,12 +11,15 @@ every phase works on the same in-memory tensors, on the GPU when there is one.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torchvision import datasets as tv
+from torchvision.datasets import cifar as tv_cifar
 
 from data.augment import CifarTransform
 
@@ -75,10 +78,66 @@ EXPECTED_FILES = {
 }
 
 
-def _open(name: str, root: Path, train: bool, download: bool) -> tv.VisionDataset:
+class _UncheckedCifarMixin:
+    """CIFAR read as it is on disk: files must exist, their MD5 sums are not compared."""
+
+    def _check_integrity(self) -> bool:
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in _cifar_files(self))
+
+    def _load_meta(self) -> None:
+        import pickle
+
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+        self.classes = data[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class _UncheckedCifar10(_UncheckedCifarMixin, tv.CIFAR10):
+    pass
+
+
+class _UncheckedCifar100(_UncheckedCifarMixin, tv.CIFAR100):
+    pass
+
+
+_UNCHECKED = {"cifar10": _UncheckedCifar10, "cifar100": _UncheckedCifar100}
+
+
+def _cifar_files(cls: tv.CIFAR10 | type[tv.CIFAR10]) -> list[tuple[str, str]]:
+    """Every file of a CIFAR folder with its torchvision MD5: the batches and the meta file."""
+    return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+
+
+def _check_cifar(name: str, root: Path) -> None:
+    """Say what is true of a CIFAR folder whose files are there but are not the originals."""
+    folder = root / EXPECTED_FILES[name][0]
+    files = _cifar_files(_CLASSES[name])
+    present = [f for f, _ in files if (folder / f).is_file()]
+    if len(present) < len(files):
+        return  # missing files: torchvision's own path (download, or the not-found message) applies
+    differ = [f for f, md5 in files if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
+    if differ:
+        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} differ from "
+                        "torchvision's checksums of the originals (a modified, re-pickled or partial copy); "
+                        "use --verify_data=false to run on them anyway (results are then marked unverified)")
+
+
+_warned_unverified: set[str] = set()
+
+
+def _open(name: str, root: Path, train: bool, download: bool, verify: bool = True) -> tv.VisionDataset:
     folder, files = EXPECTED_FILES[name]
+    if name in _UNCHECKED:
+        if verify:
+            _check_cifar(name, root)
+        elif name not in _warned_unverified:
+            _warned_unverified.add(name)
+            print(f"warning: verify_data=false: {name} files in {root / folder} are not checked against "
+                  "torchvision's checksums; results record verify_data: false", file=sys.stderr)
+    cls = _CLASSES[name] if verify or name not in _UNCHECKED else _UNCHECKED[name]
     try:
-        return _CLASSES[name](root=str(root), train=train, download=download)
+        return cls(root=str(root), train=train, download=download)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
         how = "download failed" if download else "download is off"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -99,13 +158,18 @@ def _to_imageset(ds: tv.VisionDataset, limit: int, device: torch.device) -> Imag
 
 
 def load_dataset(name: str, root: str | Path, download: bool, device: torch.device | str = "cpu",
-                 train_limit: int = 0, test_limit: int = 0) -> Dataset:
-    """Both splits of ``name`` as tensors on ``device``; ``*_limit`` keeps the first N samples."""
+                 train_limit: int = 0, test_limit: int = 0, verify: bool = True) -> Dataset:
+    """Both splits of ``name`` as tensors on ``device``; ``*_limit`` keeps the first N samples.
+
+    ``verify=False`` accepts CIFAR files whose checksums differ from torchvision's (a modified
+    copy): it warns once on stderr, and the caller's config records it. MNIST-family files
+    are only checked for presence by torchvision, so ``verify`` changes nothing there.
+    """
     if name not in _CLASSES:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(_CLASSES)}")
     root, device = Path(root), torch.device(device)
-    train = _to_imageset(_open(name, root, True, download), train_limit, device)
-    test = _to_imageset(_open(name, root, False, download), test_limit, device)
+    train = _to_imageset(_open(name, root, True, download, verify), train_limit, device)
+    test = _to_imageset(_open(name, root, False, download, verify), test_limit, device)
     num_classes = 100 if name == "cifar100" else 10
     transform: Transform = CifarTransform(device) if name.startswith("cifar") else Identity()
     return Dataset(name, train, test, num_classes, transform)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import Config
+from config import Config, register_choices
 from data.datasets import Dataset, ImageSet
 from data.rng import generator, stream_seed
 from data.splits import Split
@@ -46,6 +46,7 @@ from models.runtime import Runtime
 from models.train import train_classifier
 
 ATTACKS: tuple[str, ...] = ("efficacy", "loss", "entropy", "ulira")
+register_choices("mia_attacks", ATTACKS)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

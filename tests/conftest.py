@@ -1,7 +1,8 @@
-"""Shared fixtures: the offline MNIST copy beside the checkout and small configs over it."""
+"""Shared fixtures: an MNIST copy (found or downloaded once, see datafind.py) and small configs over it."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -9,18 +10,35 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
+from datafind import SKIP_PREFIX, find_mnist  # noqa: E402
+
+import eval.mia_suite  # noqa: E402,F401  (registers the attack names config validates, as entry points do)
+import unlearn  # noqa: E402,F401  (registers the method names)
 from config import Config, validate  # noqa: E402
 from data import load_dataset  # noqa: E402
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist() -> tuple[Path | None, str]:
+    return find_mnist()
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"offline MNIST not found under {SHARED_DATASETS}")
-    return SHARED_DATASETS
+    root, why = _mnist()
+    if root is None:
+        pytest.skip(why)
+    return root
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    """One closing line when data tests skipped for want of MNIST, with the reason."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    ours = [r for r in skipped if SKIP_PREFIX in str(getattr(r, "longrepr", ""))]
+    if ours:
+        terminalreporter.write_line(f"{len(ours)} data tests skipped: {_mnist()[1]}", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

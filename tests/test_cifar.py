@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +16,10 @@ import torchvision.datasets.cifar as tv_cifar
 
 import main
 from config import Config, validate
-from data import load_dataset
+from data import DataError, load_dataset
 from data.augment import MEAN, STD, random_resized_crop_boxes
 
+ROOT = Path(__file__).resolve().parents[1]
 PER_BATCH = 8
 TEST_SIZE = 16
 
@@ -163,13 +167,14 @@ def test_random_resized_crop_boxes():
     assert torch.equal(boxes, same)
 
 
-def test_cifar100_class_run(tmp_path, no_md5):
+def test_cifar100_class_run(tmp_path, capsys):
+    """A tiny copy cannot match torchvision's checksums: verify_data=false runs on it, recorded as such."""
     write_cifar100(tmp_path / "data", train_size=10, test_size=10)  # ResNet-18 at 224 on a CPU: few images
     torch.set_num_threads(2)
     cfg = validate(Config(dataset="cifar100", scenario="class", forget_class=0, forget_repeat=2, train_epochs=1,
                           batch_size=8, unlearn_epochs=1, eval_batch_size=16, mia_train_size=4, seeds=[0],
                           data_root=str(tmp_path / "data"), download=False, out_dir=str(tmp_path / "runs"),
-                          num_threads=2))
+                          num_threads=2, verify_data=False))
     doc = main.run(cfg, log=lambda _: None)
     saved = json.loads((cfg.run_dir / "results.json").read_text())
     assert saved["seeds"] == doc["seeds"]
@@ -183,3 +188,36 @@ def test_cifar100_class_run(tmp_path, no_md5):
     assert len(per_seed["traces"]["loss_rep"]) == 1  # one batch pair of 8 for the one epoch
     assert saved["meta"]["original"]["trained_now"] is True
     assert saved["config"]["dataset"] == "cifar100"
+    assert saved["config"]["verify_data"] is False
+    assert capsys.readouterr().err.count("verify_data=false") <= 1  # warned at most once per process
+
+
+@pytest.mark.parametrize("name, writer", [("cifar10", write_cifar10), ("cifar100", write_cifar100)])
+def test_modified_copy_is_reported_as_present_but_different(tmp_path, name, writer):
+    """Files that are there but are not the originals: exit 1, one line saying so, nothing written."""
+    writer(tmp_path / "data")
+    out = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "main.py", f"--dataset={name}", f"--data_root={tmp_path / 'data'}",
+                           "--download=false", f"--out_dir={out}", "--seeds=0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("data error:") and "all files are present" in line and "checksums" in line
+    assert "not found" not in line and "--verify_data=false" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name, writer", [("cifar10", write_cifar10), ("cifar100", write_cifar100)])
+def test_verify_data_false_loads_a_modified_copy(tmp_path, name, writer, capsys):
+    writer(tmp_path)
+    data = load_dataset(name, tmp_path, download=False, verify=False)
+    assert len(data.train) > 0 and data.train.images.dtype == torch.uint8
+    with pytest.raises(DataError, match="differ from torchvision's checksums"):
+        load_dataset(name, tmp_path, download=False)
+
+
+def test_missing_cifar_files_are_named(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="files not found"):
+        load_dataset("cifar10", tmp_path, download=False, verify=False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, parse_args
+from config import Config, ConfigError, key_table, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -228,3 +229,53 @@ def test_every_registered_method_is_a_valid_choice():
     assert set(METHODS) == expected
     for name in METHODS:
         assert parse_args([f"--method={name}"]).run_name == f"mnist-class-{name}"
+
+
+def test_unknown_key_suggests_the_closest_keys():
+    with pytest.raises(ConfigError) as info:
+        parse_args(["--seed=1"])
+    message = str(info.value)
+    assert "'seed'" in message and "did you mean 'seeds'" in message
+    assert "\n" not in message and len(message) < 200  # one line, not the list of every key
+    with pytest.raises(ConfigError, match="did you mean 'unlearn_epochs'"):
+        parse_args(["--unlearn_epoch=3"])
+    with pytest.raises(ConfigError, match="see --help"):
+        parse_args(["--zzzz=1"])
+
+
+def test_main_seed_typo_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", "--seed=1", f"--out_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "did you mean 'seeds'" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", ["main.py", "reproduce.py", "bench.py"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_key_and_exits_0(script, flag):
+    proc = subprocess.run([sys.executable, script, flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:")
+    for f in dataclasses.fields(Config):
+        assert f"--{f.name}=" in proc.stdout, f.name
+        assert f.metadata["help"] in proc.stdout, f.name
+    assert "configs/mnist_class.yaml" in proc.stdout
+
+
+def test_every_key_has_a_one_line_meaning():
+    for f in dataclasses.fields(Config):
+        text = f.metadata.get("help", "")
+        assert text and "\n" not in text, f.name
+
+
+def test_docs_config_table_matches_the_dataclass():
+    """docs/config.md carries the generated key table; regenerate with `python config.py`."""
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert key_table() in doc, "docs/config.md is stale: paste the output of `python config.py` into it"
+
+
+def test_config_imports_no_registry():
+    code = "import sys, config; print(sorted(m for m in ('unlearn', 'eval', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -12,14 +12,13 @@ nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "CaMU.ipynb"
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def small_parameters(out_dir: Path) -> str:
+def small_parameters(out_dir: Path, data_root: Path) -> str:
     return "\n".join([
         'DATASET = "mnist"',
         'SCENARIO = "class"',
-        f"DATA_ROOT = {str(SHARED_DATASETS)!r}",
+        f"DATA_ROOT = {str(data_root)!r}",
         "DOWNLOAD = False",
         "TRAIN_LIMIT = 2000",
         "TEST_LIMIT = 600",
@@ -41,14 +40,12 @@ def test_notebook_is_committed_without_outputs():
         assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-def test_notebook_runs_and_unlearns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    if not (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"offline MNIST not found under {SHARED_DATASETS}")
+def test_notebook_runs_and_unlearns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must use its inline backend to emit PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    params[0].source = small_parameters(tmp_path / "runs")
+    params[0].source = small_parameters(tmp_path / "runs", data_root)
     nb.cells.append(nbformat.v4.new_code_cell("import json\nprint(json.dumps(metrics))"))
 
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from config import register_choices
 from unlearn import (
     bad_teacher,
     boundary_expand,
@@ -43,6 +44,9 @@ METHODS: dict[str, Method] = {
     "salun": salun.unlearn,
     "ssd": ssd.unlearn,
 }
+
+
+register_choices("method", METHODS)
 
 
 def get_method(name: str) -> Method:

@@ -1,0 +1,62 @@
+"""Bars are live on a terminal and sparse in a log file."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tqdm import tqdm
+
+import progress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture()
+def restore_tqdm():
+    yield
+    tqdm.__init__ = progress._PLAIN_INIT
+
+
+def _run_bar(out: io.StringIO, seconds: float = 0.6, steps: int = 60) -> str:
+    for _ in tqdm(range(steps), file=out, desc="epoch 1/1", leave=False, mininterval=0.01):
+        time.sleep(seconds / steps)
+    return out.getvalue()
+
+
+def test_log_mode_writes_start_and_end_lines_only(restore_tqdm):
+    assert progress.configure_progress(io.StringIO()) is True
+    text = _run_bar(io.StringIO())
+    assert text.count("\r") <= 2  # the first draw and the final one, nothing between
+    assert text.endswith("\n") and "60/60" in text and "it/s" in text  # a kept line, with its rate
+
+
+def test_terminal_keeps_live_bars(restore_tqdm):
+    assert progress.configure_progress(FakeTerminal()) is False
+    text = _run_bar(io.StringIO())
+    assert text.count("\r") > 10  # redrawn as it goes (mininterval 0.01 s)
+    assert not text.endswith("60/60\n")
+
+
+def test_redirected_main_log_stays_small(small_cfg, tmp_path):
+    """A whole run (original training, unlearning, evaluation) redirected to a file."""
+    log = tmp_path / "log.txt"
+    args = [sys.executable, "main.py", f"--data_root={small_cfg.data_root}", "--download=false",
+            "--train_limit=3000", "--test_limit=1000", "--train_epochs=3", "--seeds=0,1",
+            "--compare_retrain=false", f"--out_dir={tmp_path / 'runs'}", "--num_threads=2"]
+    with open(log, "w") as f:
+        proc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert text.count("\r") <= 40, text.count("\r")  # two draws per bar, a handful of bars
+    assert "original epoch 3/3" in text and "camu epoch 2/2" in text  # one kept line per epoch
+    assert len(text.encode()) < 8000
