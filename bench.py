@@ -32,7 +32,7 @@ from progress import configure_progress
 from storage import write_json
 from unlearn import UnlearnTask, get_method
 
-# The release on MNIST class-0 removal (../shared/docs/camu-spec.md), seconds.
+# The release on MNIST class-0 removal (docs/method.md), seconds.
 RELEASE = {
     "cpu": {"train_epoch_s": 13.2, "split_s": 25.4, "unlearn_s": 11.5, "eval_s": 12.7, "mia_s": 3.6,
             "per_seed_s": 53.0},

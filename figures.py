@@ -15,7 +15,7 @@ from report import DATASET_NAMES, group_cells
 from storage import write_bytes
 
 # Acc(D_r) - Acc(D_f) levels read from the paper's relearning figure (approximate, digitised;
-# ../shared/docs/camu-spec.md): class removal, CaMU tracks Retrain there; random removal, Retrain's gap.
+# docs/method.md): class removal, CaMU tracks Retrain there; random removal, Retrain's gap.
 PAPER_LEVELS: dict[tuple[str, str], tuple[float, str]] = {
     ("fashion_mnist", "class"): (92.5, "paper: CaMU ~ Retrain"),
     ("cifar10", "class"): (85.0, "paper: CaMU ~ Retrain"),

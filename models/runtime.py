@@ -1,7 +1,7 @@
 """How models run: precision, memory layout and optimiser kernel.
 
 None of these change the method; each changes floating-point rounding, so each is a
-config key whose measured effect on the metrics is in the README.
+config key whose measured effect on the metrics is in docs/speed.md and docs/fidelity.md.
 - ``channels_last``: NHWC convolutions (oneDNN's fast path on the CPU, tensor cores on GPUs).
 - ``fused_adam``: Adam's update as one fused kernel instead of a loop over parameters.
 - ``compile``: ``torch.compile`` of every model (``reduce-overhead`` records CUDA graphs on a

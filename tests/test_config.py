@@ -14,7 +14,7 @@ from config import Config, ConfigError, key_table, parse_args
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-# the spec's hyperparameter table: (scenario family) -> (epochs, IMPAIR_LR = out_lr, KL_LR = rep_lr)
+# the release's hyperparameter table (docs/method.md): (scenario family) -> (epochs, IMPAIR_LR = out_lr, KL_LR = rep_lr)
 TABLE = {
     ("mnist", "random"): (10, 5e-4, 4e-4),
     ("mnist", "class"): (2, 1e-3, 4e-4),

@@ -124,7 +124,7 @@ def test_camu_step_updates_the_model_only():
 
 
 def test_camu_step_losses_match_the_formulas():
-    """The returned losses are the spec's losses of the state before each step."""
+    """The returned losses are docs/method.md's losses of the state before each step."""
     torch.manual_seed(1)
     original = CNN().eval()
     model = CNN().train()
