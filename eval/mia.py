@@ -3,7 +3,7 @@
 The attacker learns to tell members (sample-set rows, trained on) from non-members (test
 rows) by the shape of the model's confidence, then labels the forget set. The score is
 its accuracy on D_f (as members) plus as many unseen test rows (as non-members); lower
-means the forget set looks less like training data.
+means the forget set looks less like training data. Protocol: docs/method.md.
 """
 
 from __future__ import annotations

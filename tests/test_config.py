@@ -260,7 +260,8 @@ def test_help_lists_every_key_and_exits_0(script, flag):
     for f in dataclasses.fields(Config):
         assert f"--{f.name}=" in proc.stdout, f.name
         assert f.metadata["help"] in proc.stdout, f.name
-    assert "configs/mnist_class.yaml" in proc.stdout
+    if script != "reproduce.py":  # the grid picks each cell's preset itself
+        assert "configs/mnist_class.yaml" in proc.stdout
 
 
 def test_every_key_has_a_one_line_meaning():

@@ -3,7 +3,8 @@
 Per pair of batches ((x_f, y_f, x_cf, y_cf), (x_s, y_s)) two Adam steps on the same
 parameters: first pull the unlearned embeddings of x_s and x_f toward the frozen
 original's embeddings of x_s and of the counterfactual x_cf; then, with fresh forward
-passes, fit x_s to its label and x_f to the counterfactual label y_cf.
+passes, fit x_s to its label and x_f to the counterfactual label y_cf. The equations,
+weights and the release's hyperparameters: docs/method.md.
 """
 
 from __future__ import annotations
