@@ -38,7 +38,10 @@ def run(cells: list[CellJob], options: LaunchOptions, out_dir: Path, log: Callab
     """Train the missing shared models, then compute ``cells``."""
     plan, _ = stages(cells, options)
     if options.launcher == "submitit":
-        failures, finished = submit(plan, options.slurm, out_dir, options.wait, log)
+        try:
+            failures, finished = submit(plan, options.slurm, out_dir, options.wait, log)
+        except RuntimeError as exc:  # no sbatch / srun here: submitit says so
+            return Outcome([f"submitit: {exc}"])
         return Outcome(failures, finished)
     failures: list[str] = []
     for _, jobs in plan:
@@ -65,9 +68,13 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
     est: Estimate = estimate(to_train, cells, out_dir)
     for (name, jobs), hours in zip(plan, (est.models_h, est.cells_h), strict=True):
         log(f"  stage {name}: {len(jobs)} items in {jobs_per_stage(len(jobs), options)} jobs, "
-            f"~{hours:.2f} device-hours")
-    log(f"  estimate: ~{est.models_h + est.cells_h:.2f} device-hours in all ({est.source})")
+            f"~{_hours(hours)}")
+    log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all ({est.source})")
     for line in est.unknown:
         log(f"  no measure for {line}: not counted")
     for m in to_train:
         log(f"  to train: {m.path.name} ({m.kind}, for {len(m.cells)} cells, e.g. {m.cells[0]})")
+
+
+def _hours(h: float) -> str:
+    return f"{h:.2f} device-hours" if h >= 0.1 or h == 0 else f"{h * 3600:.0f} device-seconds"

@@ -24,8 +24,7 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def executor(slurm: Config, out_dir: Path) -> submitit.AutoExecutor:
-    cluster = None if slurm.submitit_cluster == "slurm" else slurm.submitit_cluster
-    ex = submitit.AutoExecutor(folder=out_dir / "slurm" / "%j", cluster=cluster)
+    ex = submitit.AutoExecutor(folder=out_dir / "slurm" / "%j", cluster=slurm.submitit_cluster)
     setup = [f"export PYTHONPATH={shlex.quote(str(HERE))}${{PYTHONPATH:+:$PYTHONPATH}}"]  # the jobs import camu
     ex.update_parameters(timeout_min=slurm.slurm_timeout_min, mem_gb=slurm.slurm_mem_gb,
                          cpus_per_task=slurm.slurm_cpus_per_task, gpus_per_node=slurm.slurm_gpus_per_task,
