@@ -13,6 +13,8 @@ from launch.options import LaunchOptions
 from launch.slurm import submit
 from launch.worker import Job
 
+SHOWN = 8  # models listed by name in a dry run
+
 
 @dataclass
 class Outcome:
@@ -64,7 +66,8 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
     for kind in ("original", "retrain"):
         of_kind = [m for m in models if m.kind == kind]
         missing = [m for m in to_train if m.kind == kind]
-        log(f"  {kind} models: {len(of_kind)} needed, {len(of_kind) - len(missing)} stored, {len(missing)} to train")
+        log(f"  {kind} models (for the cells to compute): {len(of_kind)} needed, {len(of_kind) - len(missing)} stored, "
+            f"{len(missing)} to train")
     est: Estimate = estimate(to_train, cells, out_dir)
     for (name, jobs), hours in zip(plan, (est.models_h, est.cells_h), strict=True):
         log(f"  stage {name}: {len(jobs)} items in {jobs_per_stage(len(jobs), options)} jobs, "
@@ -72,8 +75,10 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
     log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all ({est.source})")
     for line in est.unknown:
         log(f"  no measure for {line}: not counted")
-    for m in to_train:
+    for m in to_train[:SHOWN]:
         log(f"  to train: {m.path.name} ({m.kind}, for {len(m.cells)} cells, e.g. {m.cells[0]})")
+    if len(to_train) > SHOWN:
+        log(f"  ... and {len(to_train) - SHOWN} more models to train")
 
 
 def _hours(h: float) -> str:

@@ -107,8 +107,8 @@ def test_dry_run_reports_the_plan_and_writes_nothing(submitted, tmp_path, data_r
     assert status == 0, log
     assert _tree(out) == before
     assert "cells: 9 in the grid, 4 stored, 5 to compute" in log
-    assert "original models: 1 needed, 1 stored, 0 to train" in log
-    assert "retrain models: 1 needed, 1 stored, 0 to train" in log
+    assert "original models (for the cells to compute): 1 needed, 1 stored, 0 to train" in log
+    assert "retrain models (for the cells to compute): 1 needed, 1 stored, 0 to train" in log
     assert "stage cells: 5 items in 1 jobs" in log
     assert "no measure for 3 mnist-class retrain cells" in log  # camu/finetune from 4 stored cells, retrain unknown
     assert "4 stored cells measured on cpu" in log
@@ -117,7 +117,7 @@ def test_dry_run_reports_the_plan_and_writes_nothing(submitted, tmp_path, data_r
     status, log = _run([*GRID, f"--data_root={data_root}", f"--out_dir={fresh}", "--dry-run",
                         *SUBMITIT])
     assert status == 0 and not fresh.exists(), log
-    assert "retrain models: 1 needed, 0 stored, 1 to train" in log
+    assert "retrain models (for the cells to compute): 1 needed, 0 stored, 1 to train" in log
     assert "stage models: 2 items in 2 jobs" in log and "stage cells: 4 items in 2 jobs" in log
 
 
