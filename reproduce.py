@@ -13,6 +13,10 @@ models are shared through the checkpoint cache (``OUT_DIR/checkpoints``). Every 
 ``--key=value`` is a config override applied on top of each scenario's preset in
 ``configs/``. Tables and figures are rebuilt from the stored cells alone at the end of a
 sweep, or with ``--table-only`` without computing anything.
+
+Launchers (``launch/``, docs/cluster.md): the shared models are trained first, then the cells,
+in this process (default), by ``--workers=N`` processes (one GPU each), or as SLURM job arrays
+(``--launcher=submitit``, with ``--wait`` to stay for the tables); ``--dry-run`` prints the plan.
 """
 
 from __future__ import annotations
