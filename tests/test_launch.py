@@ -250,3 +250,14 @@ def test_bad_launch_flags_are_one_line_exit_2_and_write_nothing(bad, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("config error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_submitit_without_slurm_says_so_and_fails(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no srun, no sbatch
+    out = tmp_path / "sweep"
+    status = reproduce.main([*GRID, "--methods=camu", "--seeds=0", f"--data_root={data_root}", f"--out_dir={out}",
+                             "--launcher=submitit"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "failed: submitit:" in err and "slurm" in err.lower()
+    assert not (out / "cells").exists() and not (out / "checkpoints").exists()
