@@ -25,6 +25,7 @@ NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 SCENARIOS = ("class", "random")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 DEVICES = ("auto", "cpu", "cuda")
+SUBMITIT_CLUSTERS = ("slurm", "local", "debug")
 
 
 # Names a key may take that are defined by higher layers (the method registry in unlearn/,
@@ -196,6 +197,15 @@ class Config:
     # >>> block G: CUDA path (determinism, relearning cost)
     # <<< block G
     # >>> block F: running beyond one machine (launchers, SLURM)
+    slurm_partition: str = opt("", "reproduce.py --launcher=submitit: SLURM partition (empty: the cluster's default)")
+    slurm_gpus_per_task: int = opt(1, "reproduce.py --launcher=submitit: GPUs of each job (0: CPU jobs)")
+    slurm_cpus_per_task: int = opt(8, "reproduce.py --launcher=submitit: CPU cores of each job")
+    slurm_mem_gb: float = opt(32.0, "reproduce.py --launcher=submitit: memory of each job, GB")
+    slurm_timeout_min: int = opt(240, "reproduce.py --launcher=submitit: minutes per job; a timed-out job is requeued")
+    slurm_array_parallelism: int = opt(16, "reproduce.py --launcher=submitit: jobs of a stage (array tasks) at most")
+    slurm_additional: str = opt("", "more sbatch options, space-separated key=value (e.g. 'account=lab qos=high')")
+    submitit_cluster: str = opt("slurm", "slurm | local (jobs as processes on this machine) | debug (in this process)")
+    lock_timeout_min: float = opt(0.0, "minutes to wait for a checkpoint another process is training (0: no limit)")
     # <<< block F
 
     @property
@@ -351,6 +361,20 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"bf16: {cfg.bf16!r} is not one of auto, true, false")
     if cfg.compile not in COMPILE_MODES:
         raise ConfigError(f"compile: {cfg.compile!r} is not one of {', '.join(COMPILE_MODES)}")
+    # running beyond one machine (issue 14): launcher keys
+    if cfg.submitit_cluster not in SUBMITIT_CLUSTERS:
+        raise ConfigError(f"submitit_cluster: {cfg.submitit_cluster!r} is not one of {', '.join(SUBMITIT_CLUSTERS)}")
+    for key in ("slurm_gpus_per_task", "lock_timeout_min"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 0")
+    for key in ("slurm_cpus_per_task", "slurm_timeout_min", "slurm_array_parallelism"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
+    if not cfg.slurm_mem_gb > 0:
+        raise ConfigError(f"slurm_mem_gb: {cfg.slurm_mem_gb} must be greater than 0")
+    for item in cfg.slurm_additional.split():
+        if not re.fullmatch(r"[A-Za-z][\w-]*=\S+", item):
+            raise ConfigError(f"slurm_additional: {item!r} is not key=value (e.g. 'account=lab qos=high')")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")

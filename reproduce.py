@@ -13,29 +13,28 @@ models are shared through the checkpoint cache (``OUT_DIR/checkpoints``). Every 
 ``--key=value`` is a config override applied on top of each scenario's preset in
 ``configs/``. Tables and figures are rebuilt from the stored cells alone at the end of a
 sweep, or with ``--table-only`` without computing anything.
+
+Launchers (``launch/``, docs/cluster.md): the shared models are trained first, then the cells,
+in this process (default), by ``--workers=N`` processes (one GPU each), or as SLURM job arrays
+(``--launcher=submitit``, with ``--wait`` to stay for the tables); ``--dry-run`` prints the plan.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm import tqdm
-
+import launch
 from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, help_text, parse_args, wants_help
-from data import DataError, load_dataset
+from data import DataError
 from figures import write_relearning
-from main import resolve_device, run_seed
-from models.original import original_key, original_model
-from models.runtime import Runtime
+from launch import CellJob, LaunchOptions, parse_options
+from launch.jobs import file_state
 from progress import configure_progress
-from report import git_commit, json_safe, write_tables
-from storage import write_json
+from report import write_tables
 from unlearn import METHODS
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +57,10 @@ FLAGS = [
     ("--out_dir=DIR", "cells, tables and the checkpoint cache go here (default: results)"),
     ("--table-only", "compute nothing; rebuild tables and figures from the stored cells"),
     ("--relearn=BOOL", "the relearning test per cell (default here: true)"),
+    ("--launcher=local|submitit", "local (default): this machine; submitit: SLURM job arrays (docs/cluster.md)"),
+    ("--workers=N", "local: N worker processes, one GPU each when there are GPUs (default 1: this process)"),
+    ("--wait", "submitit: wait for the jobs, then write the tables"),
+    ("--dry-run", "print the plan (cells, models, jobs, device-hours) and write nothing"),
     ("-h, --help", "this text"),
 ]
 
@@ -172,42 +175,21 @@ def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]
     return cells
 
 
-def sweep(plan: Plan, log: Any = print) -> tuple[int, int]:
-    """Compute every missing cell of the grid; returns (computed, skipped)."""
+def cell_jobs(plan: Plan) -> list[CellJob]:
+    """Every missing cell of the grid as a launcher job (every config checked first)."""
     configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
-               for s in plan.axis("scenarios") for m in plan.axis("methods")}  # every config checked first
+               for s in plan.axis("scenarios") for m in plan.axis("methods")}
     pending = [c for c in plan.cells() if needs_run(c, configs[(c.dataset, c.scenario, c.method)], plan.out_dir)]
-    skipped = len(plan.cells()) - len(pending)
-    log(f"{len(plan.cells())} cells: {skipped} stored, {len(pending)} to compute -> {plan.out_dir}")
-    commit = git_commit()
-    data_cache: dict[tuple, Any] = {}
-    originals: dict[tuple, Any] = {}
-    for cell in tqdm(pending, desc="cells", unit="cell"):
-        cfg = configs[(cell.dataset, cell.scenario, cell.method)]
-        device = resolve_device(cfg.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        data_key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit, cfg.verify_data)
-        if data_key not in data_cache:
-            data_cache.clear()  # one dataset in memory at a time
-            originals.clear()
-            data_cache[data_key] = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device,
-                                                cfg.train_limit, cfg.test_limit, verify=cfg.verify_data)
-        data = data_cache[data_key]
-        okey = json.dumps(original_key(cfg, Runtime.from_config(cfg, device)), sort_keys=True)
-        if okey not in originals:
-            originals[okey] = original_model(cfg, data)[0]
-        started = time.perf_counter()
-        row, seed_meta, _ = run_seed(cfg, data, originals[okey], cell.seed)
-        document = {"dataset": cell.dataset, "scenario": cell.scenario, "method": cell.method, "seed": cell.seed,
-                    "row": row, "meta": {**seed_meta, "cell_s": time.perf_counter() - started, "device": str(device),
-                                         "git_commit": commit, "torch": torch.__version__,
-                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                    "config": cfg.to_dict()}
-        write_json(cell.path(plan.out_dir), json_safe(document))
-        tqdm.write(f"{cell.dataset}-{cell.scenario} {cell.method} seed {cell.seed}: D_r {row['remain_acc']:.2f} "
-                   f"D_f {row['forget_acc']:.2f} D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
-    return len(pending), skipped
+    return [CellJob(asdict(c), configs[(c.dataset, c.scenario, c.method)], c.path(plan.out_dir),
+                    file_state(c.path(plan.out_dir))) for c in pending]
+
+
+def sweep(plan: Plan, log: Any = print, options: LaunchOptions | None = None) -> launch.Outcome:
+    """Compute every missing cell of the grid with the chosen launcher (default: in this process)."""
+    jobs = cell_jobs(plan)
+    total = len(plan.cells())
+    log(f"{total} cells: {total - len(jobs)} stored, {len(jobs)} to compute -> {plan.out_dir}")
+    return launch.run(jobs, options or LaunchOptions(), plan.out_dir, log)
 
 
 def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
@@ -231,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_progress()
     try:
+        options, argv = parse_options(argv)
         plan = parse_plan(argv)
         if not plan.table_only:
             for d in plan.axis("datasets"):  # a bad override stops here, before any cell runs
@@ -240,14 +223,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    if not plan.table_only:
+    if options.dry_run:
         try:
-            sweep(plan)
+            launch.dry_run(cell_jobs(plan), len(plan.cells()), options, plan.out_dir)
         except DataError as exc:
             print(f"data error: {exc}", file=sys.stderr)
             return 1
+        return 0
+    outcome = launch.Outcome()
+    if not plan.table_only:
+        try:
+            outcome = sweep(plan, options=options)
+        except DataError as exc:
+            print(f"data error: {exc}", file=sys.stderr)
+            return 1
+    if not outcome.finished:
+        print(f"tables once the jobs are done: python reproduce.py --table-only {' '.join(argv)}")
+        return 0
     write_outputs(plan)
-    return 0
+    for failure in outcome.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if outcome.failures else 0
 
 
 if __name__ == "__main__":

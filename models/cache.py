@@ -3,6 +3,15 @@
 The original model is trained once per (dataset, recipe, training seed) and shared by
 every unlearning seed and run. A corrupt or mismatched cache file is reported in one
 line and the model is retrained (the file is only a cache; the new one replaces it).
+
+Several processes (local workers, SLURM jobs on a shared filesystem) may ask for the same
+model at once, so every read and write of a key happens under that key's file lock
+(``filelock.FileLock``, an OS ``flock`` on ``NAME.pt.lock``): the first process trains, the
+others wait and then load its file. The kernel drops an ``flock`` when its holder's file
+descriptor closes, which includes the process dying (killed, OOM, node reboot on NFS once the
+server's lease expires), so the lock of a dead job never blocks anyone; the ``.lock`` file
+left behind is inert. Filesystems without ``flock`` are refused rather than given an
+existence lock that a dead job would hold forever.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from torch import nn
 
 from storage import load_checkpoint, save_checkpoint
@@ -26,6 +36,44 @@ CACHE_VERSION = 1  # bump when training code changes what a key produces
 def key_hash(key: dict[str, Any]) -> str:
     text = json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, prefix: str, key: dict[str, Any]) -> Path:
+    """Where the model of ``key`` is (or will be) stored."""
+    return Path(cache_dir) / f"{prefix}-{key_hash(key)}.pt"
+
+
+def cache_lock(path: str | Path) -> FileLock:
+    """The lock guarding checkpoint ``path``: one instance per path in a process, so it is reentrant."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{path}.lock", is_singleton=True, fallback_to_soft=False)
+
+
+class CacheBusy(TimeoutError):
+    """Another live process held a checkpoint's lock for longer than ``lock_timeout_min``."""
+
+
+def hold(lock: FileLock, what: str, timeout_s: float = 0.0, log: Callable[[str], None] = print) -> None:
+    """Acquire ``lock``, saying once that we wait and then every few minutes; ``timeout_s`` <= 0: no limit."""
+    try:
+        lock.acquire(timeout=0)
+        return
+    except Timeout:
+        pass
+    log(f"waiting for {what}: another process holds {lock.lock_file}")
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        wait = 300.0 if timeout_s <= 0 else max(0.0, min(300.0, timeout_s - elapsed))
+        try:
+            lock.acquire(timeout=wait, poll_interval=0.2)
+            return
+        except Timeout:
+            elapsed = time.monotonic() - start
+            if timeout_s > 0 and elapsed >= timeout_s:
+                raise CacheBusy(f"{what}: {lock.lock_file} still held after {elapsed / 60:.1f} min "
+                                "(lock_timeout_min)") from None
+            log(f"still waiting for {what} ({elapsed / 60:.0f} min)")
 
 
 @dataclass
@@ -41,7 +89,18 @@ def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict
                  log: Callable[[str], None] = print) -> CacheInfo:
     """Load ``model``'s weights from the cache, or train it with ``train`` and store it."""
     digest = key_hash(key)
-    path = Path(cache_dir) / f"{prefix}-{digest}.pt"
+    path = cache_path(cache_dir, prefix, key)
+    lock = cache_lock(path)
+    hold(lock, path.name, 60.0 * float(config.get("lock_timeout_min", 0.0) or 0.0), log)
+    try:
+        return _load_or_train(model, path, digest, key, train, config, log)
+    finally:
+        lock.release()
+
+
+def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any],
+                   train: Callable[[nn.Module], list[float]], config: dict[str, Any],
+                   log: Callable[[str], None]) -> CacheInfo:
     if path.exists():
         initial = copy.deepcopy(model.state_dict())  # a failed partial load must not leak into retraining
         try:

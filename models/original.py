@@ -10,7 +10,7 @@ from torch import nn
 from config import Config
 from data.datasets import Dataset
 from models import build_model
-from models.cache import CacheInfo, cached_model
+from models.cache import CacheInfo, cache_path, cached_model
 from models.runtime import Runtime
 from models.train import train_classifier
 
@@ -39,3 +39,9 @@ def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
                         original_key(cfg, runtime), train, cfg.to_dict())
     model.eval()
     return model, info
+
+
+def original_path(cfg: Config, device: torch.device | str) -> Path:
+    """The checkpoint ``original_model`` reads or writes for ``cfg`` on ``device``."""
+    return cache_path(Path(cfg.out_dir) / "checkpoints", f"original-{cfg.dataset}",
+                      original_key(cfg, Runtime.from_config(cfg, device)))

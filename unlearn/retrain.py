@@ -18,7 +18,7 @@ from config import Config
 from data.datasets import Dataset
 from data.splits import Split
 from models import build_model
-from models.cache import CacheInfo, cached_model
+from models.cache import CacheInfo, cache_path, cached_model
 from models.original import original_key
 from models.runtime import Runtime
 from models.train import train_classifier
@@ -30,13 +30,24 @@ def remain_digest(split: Split) -> str:
     return hashlib.sha256(remain.tobytes()).hexdigest()[:16]
 
 
+def retrain_key(cfg: Config, runtime: Runtime, split: Split) -> dict[str, Any]:
+    """Everything that determines the retrained model: the original's recipe and D_r."""
+    return {**original_key(cfg, runtime), "remain": remain_digest(split)}
+
+
+def retrained_path(cfg: Config, device: torch.device | str, split: Split) -> Path:
+    """The checkpoint ``retrained_model`` reads or writes for ``split`` on ``device``."""
+    return cache_path(Path(cfg.out_dir) / "checkpoints", f"retrain-{cfg.dataset}",
+                      retrain_key(cfg, Runtime.from_config(cfg, device), split))
+
+
 def retrained_model(cfg: Config, data: Dataset, split: Split) -> tuple[nn.Module, CacheInfo]:
     """The cached model trained from scratch on D_r (trained first when there is none)."""
     device = data.train.labels.device
     runtime = Runtime.from_config(cfg, device)
     torch.manual_seed(cfg.train_seed)
     model = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
-    key = {**original_key(cfg, runtime), "remain": remain_digest(split)}
+    key = retrain_key(cfg, runtime, split)
 
     def train(m: nn.Module) -> list[float]:
         return train_classifier(m, data, split.remain, cfg.train_epochs, cfg.train_lr, cfg.weight_decay,

@@ -1,0 +1,68 @@
+"""Workers on this machine: this process, or N processes each pinned to one GPU.
+
+With GPUs, worker i sees only GPU i mod G (``CUDA_VISIBLE_DEVICES``, set before CUDA starts in
+the worker), so each model lives on its own device; without, the workers share the CPU cores,
+each with cores / N torch threads unless ``num_threads`` says otherwise. Thread counts can
+change CPU rounding, so compare CPU runs at the same ``num_threads``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+
+from launch.worker import Job, run_stage
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The GPU ids workers may be pinned to: ``CUDA_VISIBLE_DEVICES`` when set, else every GPU."""
+    if device == "cpu" or not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_settings(index: int, count: int, gpus: list[str], cpus: int, num_threads: int) -> tuple[dict[str, str], int]:
+    """Worker ``index``'s environment (its GPU) and torch thread count."""
+    env = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]} if gpus else {}
+    return env, num_threads or max(1, cpus // count)
+
+
+def _worker(jobs: list[Job], index: int, count: int, env: dict[str, str], threads: int) -> None:
+    os.environ.update(env)  # before anything touches CUDA in this fresh process
+    torch.set_num_threads(threads)
+    failures = run_stage(jobs, index, count)
+    sys.exit(1 if failures else 0)
+
+
+def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print) -> list[str]:
+    """Run one stage; returns the failures (one line each)."""
+    count = min(workers, len(jobs))
+    if count <= 1:
+        return run_stage(jobs)
+    cfg = jobs[0].cfg
+    gpus = visible_gpus(cfg.device)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if gpus and count > len(gpus):
+        log(f"{count} workers share {len(gpus)} GPUs")
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA starts after the pinning
+    procs = []
+    for i in range(count):
+        env, threads = worker_settings(i, count, gpus, cpus, cfg.num_threads)
+        where = f"GPU {env['CUDA_VISIBLE_DEVICES']}" if env else f"{threads} CPU threads"
+        log(f"worker {i + 1}/{count}: {where}")
+        proc = context.Process(target=_worker, args=(jobs, i, count, env, threads), name=f"camu-worker-{i}")
+        proc.start()
+        procs.append(proc)
+    failures = []
+    for i, proc in enumerate(procs):
+        proc.join()
+        if proc.exitcode != 0:
+            failures.append(f"worker {i + 1}/{count} exited with status {proc.exitcode}")
+    return failures

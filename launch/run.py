@@ -1,0 +1,85 @@
+"""The two stages of a sweep, run by the chosen launcher, or only described (``--dry-run``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.estimate import Estimate, estimate
+from launch.jobs import CellJob, ModelJob, model_jobs, worker_device
+from launch.local import run_local
+from launch.options import LaunchOptions
+from launch.slurm import submit
+from launch.worker import Job
+
+SHOWN = 8  # models listed by name in a dry run
+
+
+@dataclass
+class Outcome:
+    failures: list[str] = field(default_factory=list)
+    finished: bool = True  # False: SLURM jobs submitted and not waited for
+
+
+def stages(cells: list[CellJob], options: LaunchOptions, download: bool = True
+           ) -> tuple[list[tuple[str, list[Job]]], list[ModelJob]]:
+    """Stage 1: the models the cells need and the cache lacks; stage 2: the cells. Also every model needed."""
+    if not cells:
+        return [("models", []), ("cells", [])], []
+    models = model_jobs(cells, worker_device(cells[0].cfg, options.launcher, options.slurm), download)
+    return [("models", [m for m in models if not m.path.exists()]), ("cells", list(cells))], models
+
+
+def jobs_per_stage(items: int, options: LaunchOptions) -> int:
+    width = options.slurm.slurm_array_parallelism if options.launcher == "submitit" else options.workers
+    return min(items, width)
+
+
+def run(cells: list[CellJob], options: LaunchOptions, out_dir: Path, log: Callable[[str], None] = print) -> Outcome:
+    """Train the missing shared models, then compute ``cells``."""
+    plan, _ = stages(cells, options)
+    if options.launcher == "submitit":
+        try:
+            failures, finished = submit(plan, options.slurm, out_dir, options.wait, log)
+        except RuntimeError as exc:  # no sbatch / srun here: submitit says so
+            return Outcome([f"submitit: {exc}"])
+        return Outcome(failures, finished)
+    failures: list[str] = []
+    for _, jobs in plan:
+        if jobs:
+            failures += run_local(jobs, options.workers, log)
+        if failures:
+            break  # cells would train what stage 1 failed to
+    return Outcome(failures)
+
+
+def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: Path,
+            log: Callable[[str], None] = print) -> None:
+    """The plan, its jobs per stage and its device-hours; reads the data's labels, writes nothing."""
+    plan, models = stages(cells, options, download=False)
+    to_train = plan[0][1]
+    where = (f"submitit ({options.slurm.submitit_cluster})" if options.launcher == "submitit"
+             else f"local, {options.workers} worker{'s' if options.workers > 1 else ''}")
+    log(f"plan for {out_dir} ({where}):")
+    log(f"  cells: {total} in the grid, {total - len(cells)} stored, {len(cells)} to compute")
+    for kind in ("original", "retrain"):
+        of_kind = [m for m in models if m.kind == kind]
+        missing = [m for m in to_train if m.kind == kind]
+        log(f"  {kind} models (for the cells to compute): {len(of_kind)} needed, {len(of_kind) - len(missing)} stored, "
+            f"{len(missing)} to train")
+    est: Estimate = estimate(to_train, cells, out_dir)
+    for (name, jobs), hours in zip(plan, (est.models_h, est.cells_h), strict=True):
+        log(f"  stage {name}: {len(jobs)} items in {jobs_per_stage(len(jobs), options)} jobs, "
+            f"~{_hours(hours)}")
+    log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all ({est.source})")
+    for line in est.unknown:
+        log(f"  no measure for {line}: not counted")
+    for m in to_train[:SHOWN]:
+        log(f"  to train: {m.path.name} ({m.kind}, for {len(m.cells)} cells, e.g. {m.cells[0]})")
+    if len(to_train) > SHOWN:
+        log(f"  ... and {len(to_train) - SHOWN} more models to train")
+
+
+def _hours(h: float) -> str:
+    return f"{h:.2f} device-hours" if h >= 0.1 or h == 0 else f"{h * 3600:.0f} device-seconds"

@@ -1,0 +1,144 @@
+"""One worker: goes through a stage's items, claims each free one by its lock, computes it.
+
+The lock is taken without waiting: an item held by another worker is left to it (this worker
+takes the next one), and an item whose file changed since the plan was made was finished by
+someone else. A cell's lock is ``.NAME.json.lock`` beside it; a model's is its checkpoint's
+cache lock, which ``cached_model`` takes again (reentrantly) around the training. The same
+function runs in this process, in local worker processes and in SLURM array tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import submitit
+import torch
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from config import Config
+from data import DataError, Dataset, load_dataset
+from launch.jobs import CellJob, ModelJob, file_state
+from main import resolve_device, run_seed, split_for_seed
+from models.cache import cache_lock
+from models.original import original_key, original_model
+from models.runtime import Runtime
+from report import git_commit, json_safe
+from storage import write_json
+from unlearn.retrain import retrained_model
+
+Job = CellJob | ModelJob
+
+
+def cell_lock(path: Path) -> FileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.parent / f".{path.name}.lock", is_singleton=True, fallback_to_soft=False)
+
+
+def job_lock(job: Job) -> FileLock:
+    return cache_lock(job.path) if isinstance(job, ModelJob) else cell_lock(job.path)
+
+
+def finished_elsewhere(job: Job) -> bool:
+    """A model whose checkpoint now exists, or a cell whose file changed since the plan."""
+    if isinstance(job, ModelJob):
+        return job.path.exists()
+    return file_state(job.path) != job.state
+
+
+class Resources:
+    """What one worker keeps between items: one dataset in memory and its originals."""
+
+    def __init__(self) -> None:
+        self.data_key: tuple | None = None
+        self.data: Dataset | None = None
+        self.originals: dict[str, torch.nn.Module] = {}
+        self.commit = git_commit()
+
+    def dataset(self, cfg: Config) -> Dataset:
+        device = resolve_device(cfg.device)
+        key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit, cfg.verify_data)
+        if key != self.data_key:
+            self.data, self.data_key, self.originals = None, None, {}  # one dataset in memory at a time
+            self.data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit,
+                                     cfg.test_limit, verify=cfg.verify_data)
+            self.data_key = key
+        assert self.data is not None
+        return self.data
+
+    def original(self, cfg: Config, data: Dataset) -> torch.nn.Module:
+        key = json.dumps(original_key(cfg, Runtime.from_config(cfg, data.train.labels.device)), sort_keys=True)
+        if key not in self.originals:
+            self.originals[key] = original_model(cfg, data)[0]
+        return self.originals[key]
+
+
+def train_model(job: ModelJob, res: Resources) -> None:
+    cfg = job.cfg
+    data = res.dataset(cfg)
+    if job.kind == "original":
+        _, info = original_model(cfg, data)
+    else:
+        _, info = retrained_model(cfg, data, split_for_seed(cfg, data.train.labels, job.seed))
+    how = "trained" if info.trained else "loaded"
+    tqdm.write(f"{info.path.name}: {how} ({info.train_time_s:.1f} s of training)")
+
+
+def compute_cell(job: CellJob, res: Resources) -> None:
+    """The cell's results row and metadata, written atomically to its file."""
+    cfg = job.cfg
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = res.dataset(cfg)
+    original = res.original(cfg, data)
+    started = time.perf_counter()
+    row, seed_meta, _ = run_seed(cfg, data, original, job.seed)
+    document = {**job.header,
+                "row": row, "meta": {**seed_meta, "cell_s": time.perf_counter() - started,
+                                     "device": str(data.train.labels.device), "git_commit": res.commit,
+                                     "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                "config": cfg.to_dict()}
+    write_json(job.path, json_safe(document))
+    tqdm.write(f"{job.label}: D_r {row['remain_acc']:.2f} D_f {row['forget_acc']:.2f} "
+               f"D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
+
+
+def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
+    """Worker ``index`` of ``count`` over ``jobs`` (its own share first); returns the failures, one line each."""
+    order = jobs[index::count] + [j for k, j in enumerate(jobs) if k % count != index]
+    res = Resources()
+    failures: list[str] = []
+    desc = "models" if jobs and isinstance(jobs[0], ModelJob) else "cells"
+    for job in tqdm(order, desc=desc if count == 1 else f"{desc} (worker {index + 1}/{count})", unit="job"):
+        lock = job_lock(job)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # another worker is on it
+        try:
+            if finished_elsewhere(job):
+                continue
+            if isinstance(job, ModelJob):
+                train_model(job, res)
+            else:
+                compute_cell(job, res)
+        except DataError:
+            raise
+        except Exception as exc:  # one bad item must not stop the others; the run reports it
+            traceback.print_exc(file=sys.stderr)
+            failures.append(f"{job.label}: {type(exc).__name__}: {exc}")
+        finally:
+            lock.release()
+    return failures
+
+
+class StageWorker(submitit.helpers.Checkpointable):
+    """``run_stage`` as a submitit job; on a timeout or preemption submitit requeues it and it resumes."""
+
+    def __call__(self, jobs: list[Job], index: int, count: int) -> list[str]:
+        return run_stage(jobs, index, count)
+

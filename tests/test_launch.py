@@ -1,0 +1,263 @@
+"""Launchers: submitit's local executor runs the grid in two stages, results do not depend on who
+computed them, killed workers leave nothing partial and no lock behind, a model is trained once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import Timeout
+
+import reproduce
+from config import parse_args
+from launch.local import visible_gpus, worker_settings
+from launch.options import parse_options
+from models.cache import CacheBusy, cache_lock, hold
+from models.original import original_path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1", "--train_limit=2000",
+        "--test_limit=500", "--train_epochs=1", "--mia_train_size=300", "--mia_attacks=efficacy", "--relearn=false",
+        "--download=false", "--num_threads=1"]
+SUBMITIT = ["--launcher=submitit", "--submitit_cluster=local", "--slurm_array_parallelism=2",
+            "--slurm_gpus_per_task=0", "--slurm_timeout_min=10"]
+# What a cell measures about its own run; every other byte of the file is the same whoever computed it.
+TIMING = {("row", "unlearn_time_s"), ("meta", "split_s"), ("meta", "eval_s"), ("meta", "retrain_compare_s"),
+          ("meta", "cell_s"), ("meta", "finished")}
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = reproduce.main(argv)
+    return status, out.getvalue()
+
+
+def _cells(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "cells" / "mnist-class").glob("*.json"))}
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def submitted(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
+    """The 4-cell grid computed by submitit's local executor, 2 jobs at a time."""
+    out = tmp_path_factory.mktemp("grid")
+    args = [*GRID, f"--data_root={data_root}", f"--out_dir={out}"]
+    status, log = _run([*args, *SUBMITIT])
+    assert status == 0, log
+    return out, args, log
+
+
+def test_submitit_local_runs_two_stages_with_two_jobs_and_writes_tables(submitted):
+    out, _, log = submitted
+    assert "4 cells: 0 stored, 4 to compute" in log
+    assert re.search(r"stage models: 2 models in 2 jobs: \d+, \d+;", log), log  # the original and the retrained model
+    assert re.search(r"stage cells: 4 cells in 2 jobs: \d+, \d+;", log), log
+    assert sorted(_cells(out)) == ["camu-seed0.json", "camu-seed1.json", "finetune-seed0.json", "finetune-seed1.json"]
+    assert len(list((out / "checkpoints").glob("original-mnist-*.pt"))) == 1
+    assert len(list((out / "checkpoints").glob("retrain-mnist-*.pt"))) == 1  # class removal: one D_r for both seeds
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out"))
+    trained = re.findall(r"(\S+\.pt): trained", logs)
+    assert sorted(trained) == sorted(p.name for p in (out / "checkpoints").glob("*.pt")), logs  # each once, stage 1
+    rows = [line.split("|")[1].strip() for line in (out / "tables" / "mnist-class.md").read_text().splitlines()[2:]]
+    assert rows == ["camu", "finetune"]
+    for name, content in _cells(out).items():
+        cell = json.loads(content)
+        assert cell["row"]["retrain"]["forget_acc"] == 0.0 and cell["meta"]["traces"], name
+        assert "slurm_partition" in cell["config"] and cell["config"]["submitit_cluster"] == "slurm"  # not the launch's
+
+
+def _strip(cell: dict) -> dict:
+    return {part: ({k: v for k, v in body.items() if (part, k) not in TIMING} if isinstance(body, dict) else body)
+            for part, body in cell.items()}
+
+
+def test_a_cell_is_the_same_computed_in_process_or_by_a_worker(submitted, tmp_path):
+    out, args, _ = submitted
+    path = out / "cells" / "mnist-class" / "camu-seed1.json"
+    by_worker = json.loads(path.read_bytes())
+    path.rename(tmp_path / "camu-seed1.json")
+    try:
+        status, log = _run(args)  # the default launcher: this process
+        assert status == 0 and "4 cells: 3 stored, 1 to compute" in log, log
+        in_process = json.loads(path.read_bytes())
+    finally:
+        os.replace(tmp_path / "camu-seed1.json", path)  # the other tests see the worker's cell
+    assert in_process["meta"]["git_commit"] == by_worker["meta"]["git_commit"]
+    assert _strip(in_process) == _strip(by_worker)
+
+
+def test_dry_run_reports_the_plan_and_writes_nothing(submitted, tmp_path, data_root):
+    out, args, _ = submitted
+    before = _tree(out)
+    status, log = _run([*args, "--seeds=0,1,2", "--methods=camu,finetune,retrain", "--dry-run"])
+    assert status == 0, log
+    assert _tree(out) == before
+    assert "cells: 9 in the grid, 4 stored, 5 to compute" in log
+    assert "original models (for the cells to compute): 1 needed, 1 stored, 0 to train" in log
+    assert "retrain models (for the cells to compute): 1 needed, 1 stored, 0 to train" in log
+    assert "stage cells: 5 items in 1 jobs" in log
+    assert "no measure for 3 mnist-class retrain cells" in log  # camu/finetune from 4 stored cells, retrain unknown
+    assert "4 stored cells measured on cpu" in log
+
+    fresh = tmp_path / "fresh"
+    status, log = _run([*GRID, f"--data_root={data_root}", f"--out_dir={fresh}", "--dry-run",
+                        *SUBMITIT])
+    assert status == 0 and not fresh.exists(), log
+    assert "retrain models (for the cells to compute): 1 needed, 0 stored, 1 to train" in log
+    assert "stage models: 2 items in 2 jobs" in log and "stage cells: 4 items in 2 jobs" in log
+
+
+def test_killed_workers_leave_no_partial_file_and_a_rerun_computes_only_the_rest(submitted, tmp_path, data_root):
+    src, _, _ = submitted
+    out = tmp_path / "sweep"
+    (out / "checkpoints").mkdir(parents=True)
+    for ckpt in (src / "checkpoints").glob("*.pt"):  # the same recipe: stage 1 has nothing to do
+        (out / "checkpoints" / ckpt.name).write_bytes(ckpt.read_bytes())
+    args = [*GRID, f"--data_root={data_root}", f"--out_dir={out}"]
+    proc = subprocess.Popen([sys.executable, "reproduce.py", *args, "--workers=2"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not _cells(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # both workers die, one of them (at least) in the middle of a cell
+    proc.wait()
+    before = _cells(out)
+    assert 1 <= len(before) < 4, sorted(before)
+    assert not list(out.rglob("*.tmp")), "a killed write left a partial file"
+
+    started = time.monotonic()
+    status, log = _run(args)  # the dead workers' cell locks must not block it
+    assert status == 0 and f"4 cells: {len(before)} stored, {4 - len(before)} to compute" in log, log
+    assert time.monotonic() - started < 120
+    after = _cells(out)
+    assert len(after) == 4 and all(after[name] == content for name, content in before.items())
+
+
+_TRAIN_ORIGINAL = """
+import hashlib, sys, torch
+from config import parse_args
+from data import load_dataset
+from models.original import original_model
+cfg = parse_args(sys.argv[1:])
+torch.set_num_threads(1)
+data = load_dataset(cfg.dataset, cfg.data_root, False, "cpu", cfg.train_limit, cfg.test_limit)
+model, info = original_model(cfg, data)
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+print("RESULT", "trained" if info.trained else "loaded", digest, flush=True)
+"""
+
+
+def test_two_workers_on_one_missing_original_train_it_once(data_root, tmp_path):
+    argv = [f"--data_root={data_root}", f"--out_dir={tmp_path}", "--train_limit=2000", "--test_limit=100",
+            "--train_epochs=1", "--download=false"]
+    lock = cache_lock(original_path(parse_args(argv), "cpu"))
+    lock.acquire()  # both start while the key is busy, so both must wait for it
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_ORIGINAL, *argv], cwd=ROOT, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT) for log in logs]
+    try:
+        deadline = time.monotonic() + 120
+        while not all("waiting for original-mnist-" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [x.read_text() for x in logs]
+            time.sleep(0.05)
+    finally:
+        lock.release()
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    results = sorted(re.search(r"RESULT (\w+) (\w+)", log.read_text()).groups() for log in logs)
+    assert [how for how, _ in results] == ["loaded", "trained"]  # one trained it, the other waited and loaded it
+    assert results[0][1] == results[1][1]
+
+
+_HOLD = """
+import sys, time
+from models.cache import cache_lock
+lock = cache_lock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_dead_holders_lock_is_released_by_the_os(tmp_path):
+    path = tmp_path / "checkpoints" / "original-mnist-0.pt"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    lock = cache_lock(path)
+    with pytest.raises(Timeout):
+        lock.acquire(timeout=0)
+    with pytest.raises(CacheBusy):  # a live holder: lock_timeout_min gives up
+        hold(lock, path.name, timeout_s=0.3, log=lambda _: None)
+    proc.send_signal(signal.SIGKILL)  # the job dies without releasing anything
+    proc.wait()
+    assert Path(f"{path}.lock").exists()  # the file stays; it is not the lock
+    started = time.monotonic()
+    hold(lock, path.name, timeout_s=5, log=lambda _: None)
+    assert time.monotonic() - started < 1
+    lock.release()
+
+
+def test_workers_pinned_to_one_gpu_each_or_sharing_the_cpu_threads(monkeypatch):
+    assert [worker_settings(i, 3, ["0", "1"], 16, 0) for i in range(3)] == [
+        ({"CUDA_VISIBLE_DEVICES": "0"}, 5), ({"CUDA_VISIBLE_DEVICES": "1"}, 5), ({"CUDA_VISIBLE_DEVICES": "0"}, 5)]
+    assert worker_settings(1, 4, [], 2, 0) == ({}, 1)
+    assert worker_settings(0, 2, [], 16, 3) == ({}, 3)  # num_threads set: kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert visible_gpus("auto") == ["4", "6"] and visible_gpus("cpu") == []
+
+
+def test_sbatch_script_carries_the_slurm_keys_and_the_stage_dependency(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    from launch.slurm import additional, executor
+
+    options, rest = parse_options(["--launcher=submitit", "--slurm_partition=gpu", "--slurm_gpus_per_task=2",
+                                   "--slurm_additional=account=lab qos=high", "--seeds=0"])
+    assert rest == ["--seeds=0"]
+    ex = executor(options.slurm, tmp_path)
+    ex.update_parameters(slurm_additional_parameters={**additional(options.slurm), "dependency": "afterok:12"})
+    script = ex._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--cpus-per-task=8", "--mem=32GB", "--time=240",
+                 "--account=lab", "--qos=high", "--dependency=afterok:12", "--signal=USR2"):
+        assert f"#SBATCH {line}" in script, script
+    assert f"export PYTHONPATH={ROOT}" in script
+
+
+@pytest.mark.parametrize("bad", [["--launcher=pbs"], ["--workers=0"], ["--workers=two"], ["--wait"],
+                                 ["--launcher=submitit", "--workers=2"], ["--slurm_mem_gb=0"],
+                                 ["--submitit_cluster=aws"], ["--slurm_additional=account"],
+                                 ["--slurm_array_parallelism=0"], ["--lock_timeout_min=-1"]])
+def test_bad_launch_flags_are_one_line_exit_2_and_write_nothing(bad, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert reproduce.main([*bad, "--datasets=mnist", f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_submitit_without_slurm_says_so_and_fails(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no srun, no sbatch
+    out = tmp_path / "sweep"
+    status = reproduce.main([*GRID, "--methods=camu", "--seeds=0", f"--data_root={data_root}", f"--out_dir={out}",
+                             "--launcher=submitit"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "failed: submitit:" in err and "slurm" in err.lower()
+    assert not (out / "cells").exists() and not (out / "checkpoints").exists()
