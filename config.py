@@ -131,12 +131,14 @@ class Config:
     neggrad_optimizer: str = opt("adam", "NG: sgd | adam (the release: SGD; Adam bounds each step, see neggrad.py)")
     neggrad_momentum: float = opt(0.9, "NG: SGD momentum when neggrad_optimizer=sgd (the release: 0.9)")
     neggrad_stop_acc: float = opt(0.0, "NG: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    neggrad_stop_every: int = opt(8, "NG: read the forget batches' accuracies every this many steps (one host sync)")
     neggrad_plus_epochs: int = opt(1, "NG+: passes over D_r, D_f cycled alongside (SCRUB release: 10; CPU budget)")
     neggrad_plus_lr: float = opt(1e-4, "NG+: learning rate (SCRUB release: 0.01 with SGD; see neggrad_plus.py)")
     neggrad_plus_optimizer: str = opt(
         "adam", "NG+: sgd | adam (SCRUB release: SGD, which never starts forgetting on MNIST)")
     neggrad_plus_momentum: float = opt(0.0, "NG+: SGD momentum when neggrad_plus_optimizer=sgd (SCRUB release: none)")
     neggrad_plus_alpha: float = opt(0.95, "NG+: loss = alpha * CE(D_r) - (1 - alpha) * CE(D_f) (SCRUB release: 0.95)")
+    neggrad_plus_stop_every: int = opt(8, "NG+: read the forget batches' accuracies every this many steps")
     neggrad_plus_stop_acc: float = opt(0.0,
         "NG+: stop once a forget batch's accuracy (%) is at most this; negative: never")
     random_label_epochs: int = opt(1, "RL: passes over D_f (random labels) and D_r shuffled together (SalUn: 10)")
@@ -195,6 +197,12 @@ class Config:
     compile: str = opt("off", "torch.compile of every model: off, default or reduce-overhead (CUDA graphs on a GPU)")
     bf16: str = opt("auto", "bfloat16 autocast: auto (on for a CPU with native bf16, off on CUDA), true or false")
     # >>> block G: CUDA path (determinism, relearning cost)
+    deterministic: bool = opt(
+        False, "deterministic kernels only, cuDNN autotuning and TF32 off (CUBLAS workspace set); "
+        "results.json records what ran")
+    relearn_eval_remain: int = opt(
+        -1, "relearning records Acc(D_r) on this many seeded D_r rows (0: all of D_r; -1: all on MNIST / "
+        "Fashion-MNIST, 5000 on CIFAR, where a full pass at 224 px costs more than the fine-tuning)")
     # <<< block G
     # >>> block F: running beyond one machine (launchers, SLURM)
     slurm_partition: str = opt("", "reproduce.py --launcher=submitit: SLURM partition (empty: the cluster's default)")
@@ -332,10 +340,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("seeds: give at least one seed, e.g. --seeds=0,1,2")
     if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise ConfigError(f"seeds: {cfg.seeds} must be distinct non-negative integers")
-    positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size", "relearn_every")
+    positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size", "relearn_every",
+                "neggrad_stop_every", "neggrad_plus_stop_every")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
+    if cfg.relearn_eval_remain < -1:
+        raise ConfigError(f"relearn_eval_remain: {cfg.relearn_eval_remain} must be -1 (per dataset), 0 (all) or more")
     for key in ("unlearn_epochs", "train_limit", "test_limit", "num_threads", "train_seed", "relearn_lr"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 0")

@@ -9,7 +9,6 @@ run keeps the seeds it finished.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import platform
@@ -30,7 +29,7 @@ from eval.evaluate import evaluate
 from eval.gaps import avg_gap, gaps
 from eval.relearn import relearn
 from models.original import original_model
-from models.runtime import Runtime
+from models.runtime import Runtime, backend_info, configure_determinism
 from progress import configure_progress
 from report import format_table, git_commit, results_document
 from storage import write_bytes, write_json
@@ -87,7 +86,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     t0 = time.perf_counter()
     split = split_for_seed(cfg, data.train.labels, seed)
     split_s = time.perf_counter() - t0
-    model = copy.deepcopy(original)
+    model = Runtime.from_config(cfg, device).copy(original)  # compiled again when compile is on
     sync(device)
     t0 = time.perf_counter()
     traces = get_method(cfg.method)(model, original, UnlearnTask(data, split, seed), cfg)
@@ -112,6 +111,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
 
 def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     """Every seed of ``cfg``; returns the results document (also written to results.json)."""
+    configure_determinism(cfg.deterministic)  # before the first CUDA call
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -125,8 +125,9 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "runtime": dataclasses.asdict(Runtime.from_config(cfg, device)),
-        "original": {"path": str(info.path), "trained_now": info.trained, "train_time_s": info.train_time_s},
+        "runtime": dataclasses.asdict(Runtime.from_config(cfg, device)), **backend_info(device),
+        "original": {"path": str(info.path), "trained_now": info.trained, "train_time_s": info.train_time_s,
+                     "trained_on": info.trained_on},
         "per_seed": [], "complete": False,
     }
     rows: list[dict[str, Any]] = []

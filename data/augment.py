@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from data.rng import draw_to
+
 SIZE = 224
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -29,9 +31,8 @@ def random_resized_crop_boxes(n: int, size: int, gen: torch.Generator | None = N
     Vectorised torchvision ``RandomResizedCrop.get_params``: up to ten draws of area and
     log-uniform aspect ratio; the first that fits is taken, else the whole (square) image.
     """
-    dev = gen.device if gen is not None else torch.device("cpu")
     area = float(size * size)
-    u = torch.rand(n, ATTEMPTS, 4, generator=gen, device=dev)
+    u = torch.rand(n, ATTEMPTS, 4, generator=gen)  # on the CPU: the same boxes on every device
     target = area * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[..., 0])
     log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
@@ -41,14 +42,12 @@ def random_resized_crop_boxes(n: int, size: int, gen: torch.Generator | None = N
     top = torch.floor(u[..., 2] * (size - h + 1)).clamp(min=0)
     left = torch.floor(u[..., 3] * (size - w + 1)).clamp(min=0)
     # index of the first attempt that fits; ATTEMPTS when none does
-    first = torch.where(ok, torch.arange(ATTEMPTS, device=dev), ATTEMPTS).amin(dim=1)
+    first = torch.where(ok, torch.arange(ATTEMPTS), ATTEMPTS).amin(dim=1)
     found = first < ATTEMPTS
     pick = first.clamp(max=ATTEMPTS - 1)[:, None]
     w, h, top, left = (t.gather(1, pick)[:, 0] for t in (w, h, top, left))
-    full = torch.tensor(float(size), device=dev)
-    zero = torch.zeros((), device=dev)
-    w, h = torch.where(found, w, full), torch.where(found, h, full)
-    top, left = torch.where(found, top, zero), torch.where(found, left, zero)
+    w, h = torch.where(found, w, float(size)), torch.where(found, h, float(size))
+    top, left = torch.where(found, top, 0.0), torch.where(found, left, 0.0)
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
@@ -64,10 +63,9 @@ class CifarTransform:
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         if train:
             n = x.shape[0]
-            boxes = random_resized_crop_boxes(n, SIZE, gen).to(x.device)
+            boxes = draw_to(random_resized_crop_boxes(n, SIZE, gen), x.device)
             rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes], dim=1)
             x = roi_align(x, rois, output_size=(SIZE, SIZE), spatial_scale=1.0, sampling_ratio=1, aligned=True)
-            dev = gen.device if gen is not None else torch.device("cpu")
-            flip = (torch.rand(n, generator=gen, device=dev) < 0.5).to(x.device)
+            flip = draw_to(torch.rand(n, generator=gen) < 0.5, x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return (x - self.mean) / self.std

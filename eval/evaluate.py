@@ -29,7 +29,7 @@ def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple
     augment = cfg.eval_train_augment and data.name.startswith("cifar")
     runtime = Runtime.from_config(cfg, device)
     train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
-                           gen=generator(seed, "eval/augment", device), runtime=runtime)
+                           gen=generator(seed, "eval/augment"), runtime=runtime)
     test_logits = predict(model, data, data.test.images, cfg.eval_batch_size, runtime=runtime)
     return train_logits, test_logits
 

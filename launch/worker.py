@@ -26,7 +26,8 @@ from launch.jobs import CellJob, ModelJob, file_state
 from main import resolve_device, run_seed, split_for_seed
 from models.cache import cache_lock
 from models.original import original_key, original_model
-from models.runtime import Runtime
+from models.runtime import Runtime, backend_info, configure_determinism
+from progress import configure_progress
 from report import git_commit, json_safe
 from storage import write_json
 from unlearn.retrain import retrained_model
@@ -60,6 +61,7 @@ class Resources:
         self.commit = git_commit()
 
     def dataset(self, cfg: Config) -> Dataset:
+        configure_determinism(cfg.deterministic)  # before the first CUDA call of this process
         device = resolve_device(cfg.device)
         key = (cfg.dataset, cfg.data_root, str(device), cfg.train_limit, cfg.test_limit, cfg.verify_data)
         if key != self.data_key:
@@ -100,7 +102,8 @@ def compute_cell(job: CellJob, res: Resources) -> None:
     document = {**job.header,
                 "row": row, "meta": {**seed_meta, "cell_s": time.perf_counter() - started,
                                      "device": str(data.train.labels.device), "git_commit": res.commit,
-                                     "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                                     "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                     **backend_info(data.train.labels.device)},
                 "config": cfg.to_dict()}
     write_json(job.path, json_safe(document))
     tqdm.write(f"{job.label}: D_r {row['remain_acc']:.2f} D_f {row['forget_acc']:.2f} "
@@ -109,6 +112,7 @@ def compute_cell(job: CellJob, res: Resources) -> None:
 
 def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
     """Worker ``index`` of ``count`` over ``jobs`` (its own share first); returns the failures, one line each."""
+    configure_progress()  # worker processes and SLURM jobs write to log files
     order = jobs[index::count] + [j for k, j in enumerate(jobs) if k % count != index]
     res = Resources()
     failures: list[str] = []

@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from torch import nn
 
+from models.runtime import device_name
 from storage import load_checkpoint, save_checkpoint
 
 CACHE_VERSION = 1  # bump when training code changes what a key produces
@@ -82,6 +83,7 @@ class CacheInfo:
     trained: bool  # False when loaded from the cache
     train_time_s: float  # of the training that produced the file
     losses: list[float]
+    trained_on: str = ""  # the device name it was trained on ("" in files from before it was recorded)
 
 
 def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict[str, Any],
@@ -111,13 +113,19 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
                 model.load_state_dict(ckpt["model"], strict=True)
             except (KeyError, RuntimeError) as exc:
                 raise ValueError(f"{path} does not fit the model ({str(exc).splitlines()[0][:200]})") from None
-            return CacheInfo(path, False, float(ckpt.get("train_time_s", 0.0)), list(ckpt.get("losses", [])))
+            trained_on = str(ckpt.get("trained_on", ""))
+            here = device_name(next(model.parameters()).device)
+            if trained_on and trained_on != here:
+                log(f"note: {path.name} was trained on {trained_on}; reusing it on {here}")
+            return CacheInfo(path, False, float(ckpt.get("train_time_s", 0.0)), list(ckpt.get("losses", [])),
+                             trained_on)
         except ValueError as exc:
             model.load_state_dict(initial)
             log(f"warning: {exc}; retraining it")
     start = time.perf_counter()
     losses = train(model)
     elapsed = time.perf_counter() - start
-    save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest,
-                           "train_time_s": elapsed, "losses": losses, "config": config})
-    return CacheInfo(path, True, elapsed, losses)
+    trained_on = device_name(next(model.parameters()).device)
+    save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
+                           "losses": losses, "config": config, "trained_on": trained_on})
+    return CacheInfo(path, True, elapsed, losses, trained_on)

@@ -14,6 +14,8 @@ config key whose measured effect on the metrics is in docs/speed.md and docs/fid
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -53,11 +55,59 @@ class Runtime:
             model.compile(mode=self.compile)
         return model
 
+    def copy(self, model: nn.Module) -> nn.Module:
+        """A deep copy of ``model`` in this runtime's compile mode.
+
+        ``copy.deepcopy`` drops ``nn.Module.compile``, so every copy that is trained or
+        evaluated (the model being unlearned, bench's copy, the relearning copy) goes
+        through here to run compiled when ``compile`` says so.
+        """
+        clone = copy.deepcopy(model)
+        if self.compile != "off":
+            clone.compile(mode=self.compile)
+        return clone
+
     def adam(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if self.fused_adam else None)
 
 
 @cache
+def device_name(device: torch.device | str) -> str:
+    """``cpu`` or the GPU's model name (``cuda: NVIDIA H100 80GB HBM3``): what a result was computed on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """``deterministic: true``: deterministic kernels only, no cuDNN autotuning, no TF32.
+
+    Must run before the first CUDA call of the process: cuBLAS reads its workspace setting
+    when its handle is created. ``false`` leaves torch's defaults (cuDNN may autotune, TF32
+    as torch sets it), which differ from CPU results by more than rounding on a GPU.
+    """
+    if not deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def backend_info(device: torch.device | str) -> dict[str, Any]:
+    """What ran: the device, CUDA/cuDNN versions, TF32 and deterministic mode (results.json meta)."""
+    device = torch.device(device)
+    return {"device_name": device_name(device), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 dot products in hardware (Linux: /proc/cpuinfo flags)."""
     try:

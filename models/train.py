@@ -23,7 +23,7 @@ def train_classifier(model: nn.Module, data: Dataset, indices: torch.Tensor, epo
     device = data.train.labels.device
     indices = indices.to(device)
     order = generator(seed, "train/order")
-    augment = generator(seed, "train/augment", device)
+    augment = generator(seed, "train/augment")
     opt = runtime.adam(model.parameters(), lr, weight_decay)
     model.train()
     losses = []

@@ -55,7 +55,8 @@ def incompetent_teacher(cfg: Config, num_classes: int, seed: int, device: torch.
 
     torch's global random stream is forked, so building it shifts no other draw.
     """
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # manual_seed reseeds CUDA too
         torch.manual_seed(stream_seed(seed, "bad_teacher/teacher"))
         teacher = build_model(cfg.model_name, num_classes)
     teacher = teacher.to(device).eval()
@@ -95,7 +96,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     opt = runtime.adam(model.parameters(), cfg.bad_teacher_lr, 0.0)
     model.train()
     order = generator(task.seed, "bad_teacher/order")
-    augment = generator(task.seed, "bad_teacher/augment", device)
+    augment = generator(task.seed, "bad_teacher/augment")
     steps = num_batches(len(rows), cfg.bad_teacher_batch_size)
     losses = []
     for epoch in range(cfg.bad_teacher_epochs):

@@ -86,7 +86,7 @@ def widen(layer: nn.Linear, gen: torch.Generator, std: float = 1e-3) -> nn.Linea
     wide = nn.utils.skip_init(nn.Linear, in_features, out_features + 1, bias=layer.bias is not None,
                               device=layer.weight.device, dtype=layer.weight.dtype)
     with torch.no_grad():
-        shadow = torch.randn(in_features, generator=gen, device=gen.device) * std
+        shadow = torch.randn(in_features, generator=gen) * std  # CPU draw: the same row on every device
         wide.weight[:out_features].copy_(layer.weight)
         wide.weight[out_features].copy_(shadow.to(wide.weight.device, wide.weight.dtype))
         if layer.bias is not None:

@@ -50,7 +50,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     device = data.train.labels.device
     runtime = Runtime.from_config(cfg, device)
     classes = model.classifier.out_features
-    model.set_classifier(widen(model.classifier, generator(task.seed, "boundary_expand/shadow", device)))
+    model.set_classifier(widen(model.classifier, generator(task.seed, "boundary_expand/shadow")))
     opt = make_optimizer(model.parameters(), "sgd", cfg.boundary_expand_lr, 0.0, cfg.boundary_expand_momentum)
     model.train()
     losses = []

@@ -80,7 +80,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         hits_all = torch.cat([h for _, h in found])
     opt = make_optimizer(model.parameters(), "sgd", cfg.boundary_shrink_lr, 0.0, cfg.boundary_shrink_momentum)
     model.train()
-    augment = generator(task.seed, "boundary_shrink/augment", device)
+    augment = generator(task.seed, "boundary_shrink/augment")
     losses, hits, seen = [], torch.zeros((), device=device), 0
     for _, pos in position_batches(task.seed, len(forget), cfg.batch_size, cfg.boundary_shrink_epochs,
                                    "boundary_shrink", device):

@@ -96,7 +96,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     original.eval()
     model.train()
     order = generator(task.seed, "camu/order")
-    augment = generator(task.seed, "camu/augment", device)
+    augment = generator(task.seed, "camu/augment")
     sample = split.sample.to(device)
     fixed = not data.augments  # then the original's view of x_s and x_cf never changes: compute it once
     if fixed:

@@ -71,7 +71,7 @@ def endless_batches(task: UnlearnTask, indices: torch.Tensor, batch_size: int, p
     device = data.train.labels.device
     indices = indices.to(device)
     order = generator(task.seed, f"{purpose}/order")
-    augment = generator(task.seed, f"{purpose}/augment", device)
+    augment = generator(task.seed, f"{purpose}/augment")
     while True:
         for pos in batch_indices(len(indices), batch_size, True, order, device):
             idx = indices[pos]
@@ -85,14 +85,31 @@ def check_stop_acc(value: float, key: str) -> float:
     return value
 
 
-def batch_forgotten(logits: torch.Tensor, y: torch.Tensor, stop_acc: float) -> bool:
-    """Whether the batch accuracy (percent) is at most ``stop_acc``: the ascent's stop rule.
+class StopRule:
+    """The ascent's stop rule: stop once a forget batch's accuracy (percent) is at most ``stop_acc``.
 
-    One scalar device sync; never true (and no sync) when ``stop_acc`` is negative.
+    The batch accuracies stay on the device and are read every ``every`` batches, in one host
+    sync (a per-step ``.item()`` would stall a GPU every step): the rule fires at the end of the
+    window in which some batch reached the threshold, so up to ``every - 1`` more steps run than
+    with a check after every batch (``every=1``: the published per-batch rule). Never fires, and
+    never syncs, when ``stop_acc`` is negative.
     """
-    if stop_acc < 0:
-        return False
-    return 100.0 * (logits.argmax(1) == y).float().mean().item() <= stop_acc
+
+    def __init__(self, stop_acc: float, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"stop check interval: {every} must be at least 1")
+        self.stop_acc, self.every = stop_acc, every
+        self.window: list[torch.Tensor] = []
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> bool:
+        if self.stop_acc < 0:
+            return False
+        self.window.append((logits.argmax(1) == y).float().mean())
+        if len(self.window) < self.every:
+            return False
+        lowest = 100.0 * torch.stack(self.window).min().item()
+        self.window.clear()
+        return lowest <= self.stop_acc
 
 
 def as_floats(losses: list[torch.Tensor]) -> list[float]:

@@ -27,7 +27,7 @@ def batches(task: UnlearnTask, indices: torch.Tensor, batch_size: int, epochs: i
     device = data.train.labels.device
     indices = indices.to(device)
     order = generator(task.seed, f"{purpose}/order")
-    augment = generator(task.seed, f"{purpose}/augment", device)
+    augment = generator(task.seed, f"{purpose}/augment")
     steps = num_batches(len(indices), batch_size)
     for epoch in range(epochs):
         bar = tqdm(batch_indices(len(indices), batch_size, True, order, device), total=steps,

@@ -44,7 +44,7 @@ from torch import nn
 from config import Config
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask, forward_pair
-from unlearn.gradient import as_floats, batch_forgotten, check_stop_acc, endless_batches, optimizer, settings
+from unlearn.gradient import StopRule, as_floats, check_stop_acc, endless_batches, optimizer, settings
 from unlearn.loop import batches
 
 
@@ -73,7 +73,8 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     alpha = cfg.neggrad_plus_alpha
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"neggrad_plus_alpha: {alpha} must lie in [0, 1]")
-    stop_acc = check_stop_acc(cfg.neggrad_plus_stop_acc, "neggrad_plus_stop_acc")
+    forgotten = StopRule(check_stop_acc(cfg.neggrad_plus_stop_acc, "neggrad_plus_stop_acc"),
+                         cfg.neggrad_plus_stop_every)
     device = task.data.train.labels.device
     runtime = Runtime.from_config(cfg, device)
     opt = optimizer(model, s, 0.0, runtime)  # the decay is the pull toward the original below
@@ -88,7 +89,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         with runtime.autocast(device):
             (logits_r, _), (logits_f, _) = forward_pair(model, x_r, x_f)
         loss, ce_r, ce_f = neggrad_plus_loss(logits_r.float(), y_r, logits_f.float(), y_f, alpha)
-        if batch_forgotten(logits_f, y_f, stop_acc):
+        if forgotten(logits_f, y_f):
             stopped_at = step
             break
         opt.zero_grad()

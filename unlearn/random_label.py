@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from config import Config
 from data.batches import batch_indices, num_batches
-from data.rng import generator
+from data.rng import draw_to, generator
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.gradient import as_floats, cross_entropy, optimizer, settings
@@ -39,7 +39,7 @@ def other_labels(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -
     """For every label, one drawn uniformly from the ``num_classes - 1`` others."""
     if num_classes < 2:
         raise ValueError(f"random labels need at least 2 classes, got {num_classes}")
-    shift = torch.randint(1, num_classes, labels.shape, generator=gen, device=labels.device)
+    shift = draw_to(torch.randint(1, num_classes, labels.shape, generator=gen), labels.device)
     return (labels + shift) % num_classes
 
 
@@ -53,8 +53,8 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     forget, remain = split.forget.to(device), split.remain.to(device)
     rows = torch.cat([forget, remain])
     order = generator(task.seed, "random_label/order")
-    augment = generator(task.seed, "random_label/augment", device)
-    relabel = generator(task.seed, "random_label/labels", device)
+    augment = generator(task.seed, "random_label/augment")
+    relabel = generator(task.seed, "random_label/labels")
     model.train()
     losses = []
     steps = num_batches(len(rows), cfg.batch_size)

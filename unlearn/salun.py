@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import Config
-from data.rng import generator
+from data.rng import draw_to, generator
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.loop import batches, make_optimizer
@@ -92,7 +92,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     mask = saliency_mask(model, task, cfg, runtime)
     # weight decay goes into the gradient before masking, so frozen weights see no update at all
     opt = make_optimizer(params, "sgd", cfg.salun_lr, 0.0, cfg.salun_momentum)
-    labels = generator(task.seed, "salun/labels", device)
+    labels = generator(task.seed, "salun/labels")
     model.train()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -116,7 +116,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     for epoch in range(cfg.salun_epochs):
         for _, x, _ in batches(task, split.forget, cfg.salun_batch_size, 1, f"salun/forget{epoch}",
                                desc=f"salun forget {epoch + 1}/{cfg.salun_epochs}"):
-            y_random = torch.randint(0, data.num_classes, (x.shape[0],), generator=labels, device=device)
+            y_random = draw_to(torch.randint(0, data.num_classes, (x.shape[0],), generator=labels), device)
             forget_losses.append(step(x, y_random))
         for _, x, y in batches(task, split.remain, cfg.salun_batch_size, 1, f"salun/remain{epoch}",
                                desc=f"salun remain {epoch + 1}/{cfg.salun_epochs}"):

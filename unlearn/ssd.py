@@ -56,7 +56,7 @@ def batch_importances(model: nn.Module, task: UnlearnTask, indices: torch.Tensor
     indices = indices.to(device)
     params = list(model.parameters())
     total = [torch.zeros_like(p) for p in params]
-    augment = generator(task.seed, f"{purpose}/augment", device)
+    augment = generator(task.seed, f"{purpose}/augment")
     steps = num_batches(len(indices), batch_size)
     was_training = model.training
     model.eval()

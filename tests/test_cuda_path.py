@@ -1,0 +1,186 @@
+"""The CUDA path, checked on the CPU: CPU random streams everywhere, deterministic mode and what
+ran recorded, compile that survives the copy, bounded counterfactual memory, no leaked RNG state."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from config import validate
+from data.rng import generator
+from models.cache import cached_model
+from unlearn import bad_teacher
+from unlearn.gradient import StopRule
+
+ROOT = Path(__file__).resolve().parents[1]
+DRAWS = ("rand", "randn", "randint", "randperm")
+
+
+def test_the_stream_helper_takes_no_device():
+    assert list(inspect.signature(generator).parameters) == ["seed", "purpose"]
+    assert generator(0, "x").device.type == "cpu"
+
+
+@pytest.fixture()
+def draws_on_cpu_only(monkeypatch):
+    """Every torch.rand* call of the run must use a CPU generator and draw on the CPU."""
+    seen = []
+
+    def wrap(name):
+        real = getattr(torch, name)
+
+        def checked(*args, **kwargs):
+            gen = kwargs.get("generator")
+            assert gen is None or gen.device.type == "cpu", f"torch.{name} with a {gen.device} generator"
+            assert torch.device(kwargs.get("device") or "cpu").type == "cpu", f"torch.{name} on {kwargs['device']}"
+            seen.append(name)
+            return real(*args, **kwargs)
+        return checked
+
+    for name in DRAWS:
+        monkeypatch.setattr(torch, name, wrap(name))
+    return seen
+
+
+@pytest.mark.parametrize("method", ["camu", "random_label", "salun", "boundary_expand", "bad_teacher"])
+def test_every_draw_of_a_run_is_on_the_cpu(small_cfg, method, draws_on_cpu_only):
+    cfg = validate(dataclasses.replace(small_cfg, method=method, train_epochs=1, compare_retrain=False,
+                                       salun_epochs=1, boundary_expand_epochs=1, run_name=""))
+    main.run(cfg, log=lambda _: None)
+    assert "randperm" in draws_on_cpu_only  # the check saw the run's draws
+    if method == "camu":
+        assert {"rand", "randint"} <= set(draws_on_cpu_only)  # counterfactual noise and labels
+
+
+def test_cifar_augmentation_draws_on_the_cpu(draws_on_cpu_only):
+    from data.augment import CifarTransform
+
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    a = CifarTransform()(images, train=True, gen=generator(0, "aug"))
+    b = CifarTransform()(images, train=True, gen=generator(0, "aug"))
+    assert torch.equal(a, b) and a.shape == (4, 3, 224, 224)
+
+
+def test_deterministic_mode_and_what_ran_are_recorded(small_cfg):
+    cfg = validate(dataclasses.replace(small_cfg, deterministic=True, train_epochs=1, compare_retrain=False,
+                                       unlearn_epochs=1, run_name="det"))
+    try:
+        main.run(cfg, log=lambda _: None)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    meta = json.loads((cfg.run_dir / "results.json").read_text())["meta"]
+    assert meta["deterministic"] is True and meta["device_name"] == "cpu"
+    assert meta["tf32_matmul"] is False and meta["tf32_cudnn"] is False and meta["cudnn_benchmark"] is False
+    assert {"cuda", "cudnn"} <= set(meta) and meta["original"]["trained_on"] == "cpu"
+    assert json.loads((cfg.run_dir / "results.json").read_text())["config"]["deterministic"] is True
+
+
+def test_cache_records_and_reports_the_training_device(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    lines = []
+    info = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: [0.0], {}, log=lines.append)
+    assert info.trained and info.trained_on == "cpu"
+    path = info.path
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["trained_on"] == "cpu"
+    ckpt["trained_on"] = "cuda: NVIDIA H100"
+    torch.save(ckpt, path)
+    info = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
+    assert not info.trained and any("trained on cuda: NVIDIA H100; reusing it on cpu" in x for x in lines)
+
+
+def test_the_copy_being_unlearned_is_compiled(small_cfg, mnist_small, monkeypatch):
+    seen = {}
+
+    def method(model, original, task, cfg):
+        seen["unlearned"] = getattr(model, "_compiled_call_impl", None) is not None
+        seen["original"] = getattr(original, "_compiled_call_impl", None) is not None
+        return {}
+
+    monkeypatch.setattr(main, "get_method", lambda name: method)
+    monkeypatch.setattr(main, "evaluate", lambda *a, **k: {"remain_acc": 0.0})
+    original = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    original.compile()  # as Runtime.prepare leaves the original
+    for mode, compiled in (("default", True), ("off", False)):
+        cfg = validate(dataclasses.replace(small_cfg, compile=mode, compare_retrain=False))
+        main.run_seed(cfg, mnist_small, original, 0)
+        assert seen["unlearned"] is compiled
+
+
+def test_bad_teacher_forks_the_device_generators(monkeypatch):
+    cfg = validate(dataclasses.replace(validate(main.Config()), device="cpu"))
+    seen = {}
+
+    class Recorded(Exception):
+        pass
+
+    def fork(devices=None, enabled=True):
+        seen["devices"] = list(devices)
+        raise Recorded
+
+    monkeypatch.setattr(torch.random, "fork_rng", fork)
+    with pytest.raises(Recorded):
+        bad_teacher.incompetent_teacher(cfg, 10, 0, "cuda")
+    assert seen["devices"] == [torch.device("cuda")]
+    monkeypatch.undo()
+    state = torch.random.get_rng_state()
+    bad_teacher.incompetent_teacher(cfg, 10, 0, "cpu")
+    assert torch.equal(state, torch.random.get_rng_state())  # the global stream is left as it was
+
+
+def test_stop_rule_reads_the_device_once_per_window():
+    forgotten, known = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])  # batch accuracy 0 % / 100 %
+    y = torch.tensor([0])
+    rule = StopRule(0.0, 3)
+    assert [rule(out, y) for out in (forgotten, known, known)] == [False, False, True]  # read at the window's end
+    assert [rule(out, y) for out in (known, known, known)] == [False, False, False]
+    every = StopRule(0.0, 1)
+    assert [every(out, y) for out in (known, forgotten)] == [False, True]  # the per-batch rule
+    assert StopRule(-1.0, 1)(forgotten, y) is False
+
+
+PEAK = """
+import sys, torch
+import data.counterfactual as cf
+from data.augment import CifarTransform
+from data.datasets import Dataset, ImageSet
+from data.splits import Split
+cf.CHUNK = 16
+n = 256
+g = torch.Generator().manual_seed(0)
+imgs = torch.randint(0, 256, (2 * n, 3, 32, 32), dtype=torch.uint8, generator=g)
+test = ImageSet(imgs[:4], torch.zeros(4, dtype=torch.long))
+data = Dataset("cifar10", ImageSet(imgs, torch.arange(2 * n) % 10), test, 10, CifarTransform())
+split = Split(forget=torch.arange(n), remain=torch.arange(n, 2 * n), sample=torch.arange(n, 2 * n))
+cf.build_counterfactuals(data, Split(torch.arange(4), torch.arange(4, 8), torch.arange(4, 8)), 0)  # warm-up
+def hwm():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = rss()
+out = cf.build_counterfactuals(data, split, 0)
+resident = out.x_f.numel() * 4 + out.x_cf.numel() * 4
+print((hwm() - base) / resident)
+"""
+
+
+def test_counterfactual_peak_memory_is_near_its_resident_size():
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset the peak resident size")
+    proc = subprocess.run([sys.executable, "-c", PEAK], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "clear_refs" in proc.stderr:
+        pytest.skip("cannot reset the peak resident size here")
+    assert proc.returncode == 0, proc.stderr
+    ratio = float(proc.stdout.strip().splitlines()[-1])
+    assert 0.9 <= ratio <= 1.3, ratio
