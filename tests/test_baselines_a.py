@@ -87,11 +87,16 @@ def test_same_seed_same_numbers(setting):
 def test_neggrad_stop_rule(setting):
     cfg, data, original, split = setting
     task = UnlearnTask(data, split, 0)
-    # a stop at 100% fires on the first batch: nothing is updated
+    # checked after every batch, a stop at 100% fires on the first batch: nothing is updated
     model = copy.deepcopy(original)
-    traces = METHODS["neggrad"](model, original, task, dataclasses.replace(cfg, neggrad_stop_acc=100.0))
+    per_batch = dataclasses.replace(cfg, neggrad_stop_acc=100.0, neggrad_stop_every=1)
+    traces = METHODS["neggrad"](model, original, task, per_batch)
     assert traces["stopped_at"] == 0 and traces["steps"] == 0
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), original.parameters(), strict=True))
+    # read every 4 batches (one host sync each), it fires at the end of the first window
+    model = copy.deepcopy(original)
+    traces = METHODS["neggrad"](model, original, task, dataclasses.replace(per_batch, neggrad_stop_every=4))
+    assert traces["stopped_at"] == 3 and traces["steps"] == 3
     # a negative one runs the whole (here: short) budget, and plain ascent stays finite in it
     model = copy.deepcopy(original)
     short = dataclasses.replace(cfg, neggrad_stop_acc=-1.0, neggrad_epochs=1)

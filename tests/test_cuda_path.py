@@ -72,11 +72,15 @@ def test_cifar_augmentation_draws_on_the_cpu(draws_on_cpu_only):
 def test_deterministic_mode_and_what_ran_are_recorded(small_cfg):
     cfg = validate(dataclasses.replace(small_cfg, deterministic=True, train_epochs=1, compare_retrain=False,
                                        unlearn_epochs=1, run_name="det"))
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         main.run(cfg, log=lambda _: None)
         assert torch.are_deterministic_algorithms_enabled()
-    finally:
+    finally:  # process-wide switches: later tests compare against fresh processes
         torch.use_deterministic_algorithms(False)
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = flags
     meta = json.loads((cfg.run_dir / "results.json").read_text())["meta"]
     assert meta["deterministic"] is True and meta["device_name"] == "cpu"
     assert meta["tf32_matmul"] is False and meta["tf32_cudnn"] is False and meta["cudnn_benchmark"] is False
