@@ -185,8 +185,6 @@ class Config:
     ssd_lambda: float = opt(1.0, "dampening constant: factor min(lambda * full / forget, 1)")
     ssd_batch_size: int = opt(64, "batch of the importance passes (importance = mean squared batch gradient)")
     # <<< block C
-    # >>> block D: concept_poison (concept-level class unlearning)
-    # <<< block D
     # >>> block E: tuning
     # <<< block E
     # --- hardware
