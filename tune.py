@@ -235,7 +235,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     summary: dict[str, Any] = {
         "study": study_name(cfg), "database": str(folder / f"{study_name(cfg)}.db"),
         "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),
-        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scope": study.user_attrs.get("scope"), "best": None,
         "trials": [trial_summary(t) for t in trials],
     }
