@@ -135,8 +135,10 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     folder = Path(cfg.out_dir) / "tuning"
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / study_name(cfg)).resolve()}.db"
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
-                                         heartbeat_interval=60, grace_period=180)
+    with warnings.catch_warnings():  # the heartbeat is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                             heartbeat_interval=60, grace_period=180)
     study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
                                 load_if_exists=True)
     scope = study_scope(cfg)
@@ -273,7 +275,6 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     from models.runtime import configure_determinism
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
     study = open_study(cfg, opts)
     done = finished(study)
     log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
