@@ -29,9 +29,12 @@ import yaml
 
 from config import Config, ConfigError, help_text, parse_args, tuned_path, validate, wants_help
 from data import DataError
+from main import resolve_device, run_seed  # also registers the method and attack names validate checks
 from progress import configure_progress
 from report import git_commit
 from storage import write_bytes, write_json
+from unlearn import SEARCH_SPACES
+from unlearn.search_space import suggest
 
 USAGE = """usage: python tune.py [PRESET.yaml] --method=M [--trials=N] [--tune_seeds=100,101] [--key=value ...]
 
@@ -89,8 +92,6 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
             rest.append(arg)
     opts = TuneOptions(**own)
     cfg = parse_args(rest, echo=True)
-    from unlearn import SEARCH_SPACES
-
     if cfg.method not in SEARCH_SPACES:
         raise ConfigError(f"method: {cfg.method!r} has no search space; tune one of {', '.join(SEARCH_SPACES)}")
     if cfg.tuned:
@@ -108,8 +109,6 @@ def study_name(cfg: Config) -> str:
 
 def study_scope(cfg: Config) -> dict[str, Any]:
     """What a study's trials must share: the config without the tuned keys and the free keys."""
-    from unlearn import SEARCH_SPACES
-
     drop = set(FREE_KEYS) | set(SEARCH_SPACES[cfg.method])
     return {k: v for k, v in cfg.to_dict().items() if k not in drop}
 
@@ -175,10 +174,6 @@ def _mean(values: list[float]) -> float:
 
 def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log: Any) -> Any:
     """The trial function: mean avg_gap over the tune seeds; NaN (a failed trial) when the method breaks."""
-    from main import run_seed
-    from unlearn import SEARCH_SPACES
-    from unlearn.search_space import suggest
-
     space = SEARCH_SPACES[cfg.method]
     base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
 
@@ -270,7 +265,6 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     import torch
 
     from data import load_dataset
-    from main import resolve_device
     from models.original import original_model
     from models.runtime import configure_determinism
 
