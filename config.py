@@ -1,15 +1,17 @@
 """Every setting of a run, in one dataclass.
 
 Resolution order: the defaults below (the release's MNIST class-0 removal), then an
-optional YAML preset, then ``--key=value`` overrides. Values are coerced by the field's
-type, unknown keys and impossible values are errors, and the resolved config is written
-into every checkpoint and results file, so a result always says what produced it.
+optional YAML preset, then (``tuned=true``) the tuned file tune.py wrote, then
+``--key=value`` overrides. Values are coerced by the field's type, unknown keys and
+impossible values are errors, and the resolved config is written into every checkpoint
+and results file, so a result always says what produced it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import os
 import re
 import sys
@@ -186,6 +188,11 @@ class Config:
     ssd_batch_size: int = opt(64, "batch of the importance passes (importance = mean squared batch gradient)")
     # <<< block C
     # >>> block E: tuning
+    tuned: bool = opt(False, "layer TUNED_DIR/DATASET_SCENARIO/METHOD.yaml (written by tune.py) over the preset, "
+                             "under the --key=value overrides; retrain has none and ignores it")
+    tuned_dir: str = opt("configs/tuned", "folder of the tuned configs (relative: to the repository folder)")
+    tuned_file: str = opt("", "filled when the config is read with tuned=true: the tuned file layered")
+    tuned_sha256: str = opt("", "filled when the config is read with tuned=true: that file's SHA-256")
     # <<< block E
     # --- hardware
     device: str = opt("auto", "auto (CUDA when available), cpu or cuda")
@@ -384,29 +391,69 @@ def validate(cfg: Config) -> Config:
     for item in cfg.slurm_additional.split():
         if not re.fullmatch(r"[A-Za-z][\w-]*=\S+", item):
             raise ConfigError(f"slurm_additional: {item!r} is not key=value (e.g. 'account=lab qos=high')")
+    # tuning (issue 12): the tuned file's name and hash come from parse_args, never from the user
+    if not cfg.tuned_dir:
+        raise ConfigError("tuned_dir: must not be empty")
+    if (cfg.tuned_file or cfg.tuned_sha256) and not cfg.tuned:
+        raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")
     return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
 
 
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} file {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping of config keys")
+    return values
+
+
+TUNED_FORBIDDEN = ("dataset", "scenario", "method", "tuned", "tuned_dir", "tuned_file", "tuned_sha256")
+
+
+def tuned_path(cfg: Config) -> Path:
+    """Where tune.py writes, and ``tuned=true`` reads, the tuned keys of cfg's dataset, scenario and method."""
+    root = Path(cfg.tuned_dir)
+    if not root.is_absolute():
+        root = Path(__file__).resolve().parent / root
+    return root / f"{cfg.dataset}_{cfg.scenario}" / f"{cfg.method}.yaml"
+
+
+def _layer_tuned(cfg: Config, probe: Config) -> Config:
+    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it."""
+    if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
+        return cfg
+    path = tuned_path(probe)
+    if not path.is_file():
+        raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
+                          f"(write it with: python tune.py --dataset={probe.dataset} "
+                          f"--scenario={probe.scenario} --method={probe.method})")
+    values = _read_yaml(path, "tuned")
+    bad = [k for k in values if k in TUNED_FORBIDDEN]
+    if bad:
+        raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
+    cfg = apply_overrides(cfg, values, source=str(path))
+    return dataclasses.replace(cfg, tuned_file=str(path), tuned_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
 def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) -> Config:
     """``[PRESET.yaml] [--key=value ...]`` -> a validated Config.
 
-    With ``echo`` each preset and override is printed, so the log shows what changed.
+    Layers, last wins: defaults, the preset, the tuned file (``tuned=true``; found from the
+    dataset, scenario and method that preset and overrides select), the overrides.
+    With ``echo`` each layer is printed, so the log shows what changed.
     """
     cfg = base if base is not None else Config()
     args = list(argv)
     if args and not args[0].startswith("--"):
         preset = Path(args.pop(0))
-        if not preset.is_file():
-            raise ConfigError(f"preset file {str(preset)!r} does not exist")
-        try:
-            values = yaml.safe_load(preset.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"preset {preset}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"preset {preset}: expected a mapping of config keys")
+        values = _read_yaml(preset, "preset")
         cfg = apply_overrides(cfg, values, source=str(preset))
         if echo:
             print(f"preset {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
@@ -416,6 +463,13 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"argument {arg!r}: expected --key=value (a preset file may only come first)")
         key, value = arg[2:].split("=", 1)
         overrides[key] = value
+    probe = apply_overrides(cfg, overrides)
+    if probe.tuned_file or probe.tuned_sha256:
+        raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
+    if probe.tuned:
+        cfg = _layer_tuned(cfg, probe)
+        if echo and cfg.tuned_file:
+            print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...)")
     cfg = apply_overrides(cfg, overrides)
     if echo:
         for key in overrides:

@@ -93,6 +93,9 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     sync(device)
     unlearn_s = time.perf_counter() - t0
     unlearn_s = float(traces.pop("unlearn_time_s", unlearn_s))  # retrain: the time of its (cached) training
+    # a diverged method still scores (argmax of NaN logits is a class): tune.py fails such trials on this flag
+    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    weights_finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
     t0 = time.perf_counter()
     metrics = evaluate(model, data, split, cfg, seed)
     eval_s = time.perf_counter() - t0
@@ -105,7 +108,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
         row["relearn"] = relearn(model, data, split, cfg, seed)
     seed_meta = {"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,
                  "forget": len(split.forget), "remain": len(split.remain), "sample": len(split.sample),
-                 "traces": traces}
+                 "weights_finite": weights_finite, "traces": traces}
     return row, seed_meta, split
 
 

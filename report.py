@@ -104,18 +104,28 @@ def table_keys(scenario: str) -> tuple[str, ...]:
     return ("remain_acc", "forget_acc", "test_acc", *per_class, "mia", "unlearn_time_s")
 
 
+def row_name(cell: dict[str, Any]) -> str:
+    """A table row's name: the method, with `` (tuned)`` when its stored config layered a tuned file."""
+    return f"{cell['method']} (tuned)" if (cell.get("config") or {}).get("tuned") else cell["method"]
+
+
 def group_cells(cells: list[dict[str, Any]], method_order: list[str] | tuple[str, ...] = ()
                 ) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
-    """(dataset, scenario) -> method -> that method's rows sorted by seed, in table order."""
+    """(dataset, scenario) -> row name -> that row's per-seed rows sorted by seed, in table order.
+
+    A tuned method's row (``METHOD (tuned)``) follows the method's published row.
+    """
     scenes = sorted({(c["dataset"], c["scenario"]) for c in cells},
                     key=lambda k: (DATASET_ORDER.index(k[0]) if k[0] in DATASET_ORDER else 99, k[0], k[1]))
+    order = list(method_order)
     out: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for scene in scenes:
         mine = [c for c in cells if (c["dataset"], c["scenario"]) == scene]
-        methods = sorted({c["method"] for c in mine},
-                         key=lambda m: (list(method_order).index(m) if m in method_order else len(method_order), m))
-        out[scene] = {m: [c["row"] for c in sorted(mine, key=lambda c: c["seed"]) if c["method"] == m]
-                      for m in methods}
+        names = {row_name(c): c["method"] for c in mine}
+        ranked = sorted(names, key=lambda n: (order.index(names[n]) if names[n] in order else len(order),
+                                              names[n], n != names[n]))
+        out[scene] = {n: [c["row"] for c in sorted(mine, key=lambda c: c["seed"]) if row_name(c) == n]
+                      for n in ranked}
     return out
 
 

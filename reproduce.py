@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import launch
-from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, help_text, parse_args, wants_help
+from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, _coerce, help_text, parse_args, wants_help
 from data import DataError
 from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
@@ -57,6 +57,8 @@ FLAGS = [
     ("--out_dir=DIR", "cells, tables and the checkpoint cache go here (default: results)"),
     ("--table-only", "compute nothing; rebuild tables and figures from the stored cells"),
     ("--relearn=BOOL", "the relearning test per cell (default here: true)"),
+    ("--tuned=BOOL", "each method with its tuned keys (configs/tuned/); cells METHOD-tuned-seedN.json, "
+                     "rows 'METHOD (tuned)'"),
     ("--launcher=local|submitit", "local (default): this machine; submitit: SLURM job arrays (docs/cluster.md)"),
     ("--workers=N", "local: N worker processes, one GPU each when there are GPUs (default 1: this process)"),
     ("--wait", "submitit: wait for the jobs, then write the tables"),
@@ -71,9 +73,15 @@ class Cell:
     scenario: str
     method: str
     seed: int
+    tuned: bool = False  # the method's tuned keys (tuned=true) layered over the preset
 
     def path(self, out_dir: Path) -> Path:
-        return out_dir / "cells" / f"{self.dataset}-{self.scenario}" / f"{self.method}-seed{self.seed}.json"
+        name = f"{self.method}-tuned" if self.tuned else self.method
+        return out_dir / "cells" / f"{self.dataset}-{self.scenario}" / f"{name}-seed{self.seed}.json"
+
+    def header(self) -> dict[str, Any]:
+        """The cell document's header (``tuned`` only when set, so published cells keep their form)."""
+        return {k: v for k, v in asdict(self).items() if k != "tuned" or v}
 
 
 @dataclass
@@ -89,9 +97,15 @@ class Plan:
         value = self.grid[key]
         return DEFAULT_GRID[key] if value is None else value
 
+    @property
+    def tuned(self) -> bool:
+        """``--tuned=true`` among the overrides (the last one wins, as in the config)."""
+        values = [o.split("=", 1)[1] for o in self.overrides if o.startswith("--tuned=")]
+        return bool(values) and _coerce("tuned", values[-1], bool)
+
     def cells(self) -> list[Cell]:
-        return [Cell(d, s, m, seed) for d in self.axis("datasets") for s in self.axis("scenarios")
-                for seed in self.axis("seeds") for m in self.axis("methods")]
+        return [Cell(d, s, m, seed, self.tuned and m != "retrain") for d in self.axis("datasets")
+                for s in self.axis("scenarios") for seed in self.axis("seeds") for m in self.axis("methods")]
 
 
 def _split_list(key: str, text: str) -> list[str]:
@@ -142,10 +156,13 @@ def parse_plan(argv: list[str]) -> Plan:
 def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
     """The scenario's preset, the user's overrides, then the cell's method and folders."""
     preset = HERE / "configs" / f"{dataset}_{scenario}.yaml"
+    name = f"{method}-tuned" if plan.tuned and method != "retrain" else method
     argv = [str(preset), *plan.overrides, f"--method={method}", f"--out_dir={plan.out_dir}",
-            f"--run_name={dataset}-{scenario}-{method}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]
+            f"--run_name={dataset}-{scenario}-{name}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]
     if not any(o.startswith("--relearn=") for o in plan.overrides):
         argv.append("--relearn=true")  # the paper's figure is part of reproducing it
+    if method == "retrain":
+        argv.append("--tuned=false")  # nothing to tune: the published retrain cells serve both
     return parse_args(argv)
 
 
@@ -180,7 +197,7 @@ def cell_jobs(plan: Plan) -> list[CellJob]:
     configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
                for s in plan.axis("scenarios") for m in plan.axis("methods")}
     pending = [c for c in plan.cells() if needs_run(c, configs[(c.dataset, c.scenario, c.method)], plan.out_dir)]
-    return [CellJob(asdict(c), configs[(c.dataset, c.scenario, c.method)], c.path(plan.out_dir),
+    return [CellJob(c.header(), configs[(c.dataset, c.scenario, c.method)], c.path(plan.out_dir),
                     file_state(c.path(plan.out_dir))) for c in pending]
 
 

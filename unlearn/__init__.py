@@ -26,6 +26,7 @@ from unlearn import (
     unrolling_sgd,
 )
 from unlearn.base import UnlearnTask
+from unlearn.search_space import Param
 
 Method = Callable[..., dict[str, Any]]
 
@@ -46,6 +47,16 @@ METHODS: dict[str, Method] = {
 }
 
 
+# What tune.py may change per method (retrain has nothing to tune); each module cites its source.
+SEARCH_SPACES: dict[str, dict[str, Param]] = {
+    name: module.SEARCH_SPACE
+    for name, module in {
+        "camu": camu, "finetune": finetune, "neggrad": neggrad, "neggrad_plus": neggrad_plus,
+        "random_label": random_label, "boundary_shrink": boundary_shrink, "boundary_expand": boundary_expand,
+        "unrolling_sgd": unrolling_sgd, "bad_teacher": bad_teacher, "scrub": scrub, "salun": salun, "ssd": ssd,
+    }.items()
+}
+
 register_choices("method", METHODS)
 
 
@@ -55,4 +66,4 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "UnlearnTask", "get_method"]
+__all__ = ["METHODS", "SEARCH_SPACES", "UnlearnTask", "get_method"]

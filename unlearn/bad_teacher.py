@@ -35,6 +35,7 @@ from data.rng import generator, stream_seed
 from models import build_model
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
+from unlearn.search_space import Param, integer, log_float, uniform
 
 
 def check(cfg: Config) -> None:
@@ -117,3 +118,13 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             losses.append(loss.detach())
     return {"loss": torch.stack(losses).tolist() if losses else [], "forget_rows": len(split.forget),
             "retain_rows": keep}
+
+
+# Chundawat et al. (AAAI 2023) fix lr 1e-4, 1 epoch, 30 % of D_r and T=1 in the release
+# notebook; no sweep. A decade around the lr, up to 5 epochs, 5 % to all of D_r, T 0.5 to 8.
+SEARCH_SPACE: dict[str, Param] = {
+    "bad_teacher_lr": log_float(1e-5, 1e-3),
+    "bad_teacher_epochs": integer(1, 5),
+    "bad_teacher_retain_fraction": uniform(0.05, 1.0),
+    "bad_teacher_temperature": log_float(0.5, 8.0),
+}

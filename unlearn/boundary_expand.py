@@ -32,6 +32,7 @@ from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.boundary import narrow, widen
 from unlearn.loop import batches, make_optimizer
+from unlearn.search_space import Param, integer, log_float
 
 
 def check(cfg: Config) -> None:
@@ -65,3 +66,10 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         losses.append(loss.detach())
     model.set_classifier(narrow(model.classifier, classes))
     return {"loss": torch.stack(losses).tolist() if losses else [], "shadow_class": classes}
+
+
+# Boundary Unlearning (Chen et al., CVPR 2023): no sweep published; as boundary_shrink.
+SEARCH_SPACE: dict[str, Param] = {
+    "boundary_expand_lr": log_float(1e-7, 1e-3),
+    "boundary_expand_epochs": integer(1, 20),
+}

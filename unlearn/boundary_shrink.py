@@ -39,6 +39,7 @@ from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.boundary import fgsm, nearest_wrong_label, pixel_affine, position_batches
 from unlearn.loop import make_optimizer
+from unlearn.search_space import Param, integer, log_float
 
 
 def check(cfg: Config) -> None:
@@ -105,3 +106,12 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     else:
         out["attack_success"] = (hits / seen).item() if seen else float("nan")
     return out
+
+
+# Boundary Unlearning (Chen et al., CVPR 2023) fixes lr 1e-5 and bound 0.1 without a sweep:
+# two decades around the lr each way, epochs 1 to twice the release's 10, bound 0.01 to 0.3.
+SEARCH_SPACE: dict[str, Param] = {
+    "boundary_shrink_lr": log_float(1e-7, 1e-3),
+    "boundary_shrink_epochs": integer(1, 20),
+    "boundary_shrink_bound": log_float(0.01, 0.3),
+}

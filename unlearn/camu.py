@@ -22,6 +22,7 @@ from data.counterfactual import build_counterfactuals
 from data.rng import generator
 from models.runtime import PLAIN, Runtime
 from unlearn.base import UnlearnTask, forward_pair
+from unlearn.search_space import Param, integer, log_float, uniform
 
 
 def embedding_kl(target_emb: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -122,3 +123,16 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     stacked = torch.stack([torch.stack(rep_losses), torch.stack(out_losses)]).tolist() if rep_losses else [[], []]
     return {"loss_rep": stacked[0], "loss_out": stacked[1], "counterfactuals": len(cf),
             "relabelled": int((cf.y_cf != data.train.labels[cf.sample_index]).sum())}
+
+
+# The CaMU paper and release give single settings, no sweep: a range of about a decade either side
+# of the release's KL_LR / IMPAIR_LR and epochs, and weights across [0, 1] as the loss's convex shares.
+SEARCH_SPACE: dict[str, Param] = {
+    "rep_lr": log_float(1e-5, 1e-2),
+    "out_lr": log_float(1e-5, 1e-2),
+    "unlearn_epochs": integer(1, 8),
+    "camu_rep_remain_weight": uniform(0.05, 1.0),
+    "camu_rep_forget_weight": uniform(0.05, 1.0),
+    "camu_out_remain_weight": uniform(0.05, 1.0),
+    "camu_out_forget_weight": log_float(1e-3, 1.0),
+}

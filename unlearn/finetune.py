@@ -29,6 +29,7 @@ from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.gradient import as_floats, cross_entropy, optimizer, settings
 from unlearn.loop import batches
+from unlearn.search_space import Param, integer, log_float
 
 
 def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
@@ -45,3 +46,11 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         opt.step()
         losses.append(loss.detach())
     return {"loss": as_floats(losses)}
+
+
+# SalUn (Fan et al., ICLR 2024, appendix) searches FT's learning rate in [0.01, 0.1] for 10 epochs;
+# widened down a decade for the Adam-trained originals here, epochs from 1 to the release's 10.
+SEARCH_SPACE: dict[str, Param] = {
+    "finetune_lr": log_float(1e-3, 1e-1),
+    "finetune_epochs": integer(1, 10),
+}

@@ -50,6 +50,7 @@ from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.gradient import StopRule, as_floats, check_stop_acc, optimizer, settings
 from unlearn.loop import batches
+from unlearn.search_space import Param, integer, log_float
 
 
 def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
@@ -77,3 +78,10 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     trace = as_floats(losses)
     return {"loss_forget": trace, "steps": len(trace), "stopped_at": stopped_at,
             "finite": all(math.isfinite(v) for v in trace)}
+
+
+# SalUn (appendix) searches GA's learning rate in [1e-6, 1e-3] over 5 epochs; epochs 1 to 10.
+SEARCH_SPACE: dict[str, Param] = {
+    "neggrad_lr": log_float(1e-6, 1e-3),
+    "neggrad_epochs": integer(1, 10),
+}

@@ -46,6 +46,7 @@ from models.runtime import Runtime
 from unlearn.base import UnlearnTask, forward_pair
 from unlearn.gradient import StopRule, as_floats, check_stop_acc, endless_batches, optimizer, settings
 from unlearn.loop import batches
+from unlearn.search_space import Param, integer, log_float, uniform
 
 
 def neggrad_plus_loss(logits_r: torch.Tensor, y_r: torch.Tensor, logits_f: torch.Tensor, y_f: torch.Tensor,
@@ -102,3 +103,12 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     loss_r, loss_f = as_floats(remain_losses), as_floats(forget_losses)
     return {"loss": as_floats(losses), "loss_remain": loss_r, "loss_forget": loss_f, "steps": len(loss_r),
             "stopped_at": stopped_at, "finite": all(math.isfinite(v) for v in loss_r + loss_f)}
+
+
+# SCRUB (Kurmanji et al., NeurIPS 2023) tunes NegGrad+'s learning rate and alpha per scenario;
+# its release's 0.01 (SGD) down to 1e-6, alpha from an even mix to almost all retain loss.
+SEARCH_SPACE: dict[str, Param] = {
+    "neggrad_plus_lr": log_float(1e-6, 1e-2),
+    "neggrad_plus_epochs": integer(1, 10),
+    "neggrad_plus_alpha": uniform(0.5, 0.999),
+}

@@ -33,6 +33,7 @@ from data.rng import draw_to, generator
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.gradient import as_floats, cross_entropy, optimizer, settings
+from unlearn.search_space import Param, integer, log_float
 
 
 def other_labels(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -71,3 +72,10 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             opt.step()
             losses.append(loss.detach())
     return {"loss": as_floats(losses), "relabelled": len(forget)}
+
+
+# SalUn (appendix) searches RL's learning rate in [0.01, 0.1]; widened down a decade, epochs 1 to 10.
+SEARCH_SPACE: dict[str, Param] = {
+    "random_label_lr": log_float(1e-3, 1e-1),
+    "random_label_epochs": integer(1, 10),
+}

@@ -38,6 +38,7 @@ from data.rng import draw_to, generator
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.loop import batches, make_optimizer
+from unlearn.search_space import Param, integer, log_float, uniform
 
 
 def top_fraction_mask(scores: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
@@ -125,3 +126,12 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     return {"loss_forget": torch.stack(forget_losses).tolist() if forget_losses else [],
             "loss_remain": torch.stack(remain_losses).tolist() if remain_losses else [],
             "mask_weights": freed, "weights": sum(p.numel() for p in params)}
+
+
+# SalUn (Fan et al., ICLR 2024, appendix) sweeps the mask's share from 10 % to 90 % and the RL
+# learning rate in [0.01, 0.1]; widened down a decade, epochs 1 to the release's 10.
+SEARCH_SPACE: dict[str, Param] = {
+    "salun_threshold": uniform(0.1, 0.9),
+    "salun_lr": log_float(1e-3, 1e-1),
+    "salun_epochs": integer(1, 10),
+}

@@ -35,6 +35,7 @@ from config import Config
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.loop import batches, make_optimizer
+from unlearn.search_space import Param, integer, log_float, uniform
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -103,3 +104,15 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             min_losses.append(step(loss))
     return {"loss_max": torch.stack(max_losses).tolist() if max_losses else [],
             "loss_min": torch.stack(min_losses).tolist() if min_losses else []}
+
+
+# SCRUB's release (meghdadk/SCRUB) sweeps sgda_learning_rate, msteps, sgda_epochs and alpha per
+# scenario (lr 5e-4 to 5e-3 in its scripts); widened a decade down, kd_T around its 4.
+SEARCH_SPACE: dict[str, Param] = {
+    "scrub_lr": log_float(5e-5, 1e-2),
+    "scrub_epochs": integer(1, 10),
+    "scrub_msteps": integer(1, 5),
+    "scrub_alpha": log_float(1e-4, 1.0),
+    "scrub_gamma": uniform(0.1, 1.0),
+    "scrub_kd_t": log_float(1.0, 8.0),
+}

@@ -41,6 +41,7 @@ from data.batches import batch_indices, num_batches
 from data.rng import generator
 from models.runtime import PLAIN, Runtime
 from unlearn.base import UnlearnTask
+from unlearn.search_space import Param, log_float
 
 
 def batch_importances(model: nn.Module, task: UnlearnTask, indices: torch.Tensor, batch_size: int, purpose: str,
@@ -123,3 +124,11 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     selected = dampen(params, full_imp, forget_imp, cfg.ssd_alpha, cfg.ssd_lambda)
     return {"selected_weights": selected, "weights": sum(p.numel() for p in params),
             "forget_samples": len(forget), "full_samples": len(remain) + len(forget)}
+
+
+# SSD (Foster et al., AAAI 2024) studies alpha from 0.1 to 100 and lambda around 1 (its figure of
+# the two); the release's CIFAR setting is alpha 10, lambda 1.
+SEARCH_SPACE: dict[str, Param] = {
+    "ssd_alpha": log_float(0.1, 100.0),
+    "ssd_lambda": log_float(0.1, 10.0),
+}

@@ -40,6 +40,7 @@ from config import Config
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask, has_batch_statistics
 from unlearn.loop import batches
+from unlearn.search_space import Param, log_float
 
 
 def check(cfg: Config) -> None:
@@ -79,3 +80,9 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             "forget_loss": (loss_sum / max(len(forget), 1)).item(),
             "grad_norm": grad_norm.item() if grad_norm is not None else 0.0,
             "step_norm": abs(factor) * grad_norm.item() if grad_norm is not None else 0.0}
+
+
+# Thudi et al. (USENIX Security 2022) take one step of scale 1; no sweep. Two decades each way.
+SEARCH_SPACE: dict[str, Param] = {
+    "unrolling_sgd_scale": log_float(1e-2, 1e2),
+}

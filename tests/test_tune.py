@@ -1,0 +1,166 @@
+"""tune.py on small MNIST slices: a study writes a tuned file main.py loads, resumes after a kill,
+refuses reported seeds, fails diverging trials and goes on; tuned=true needs its file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import main as main_mod
+import tune
+from config import parse_args
+from report import group_cells
+from reproduce import Cell, Plan, cell_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One out_dir for the module, so the original and retrained models are trained once."""
+    return tmp_path_factory.mktemp("tune")
+
+
+def _argv(data_root: Path, out: Path, tuned_dir: Path, method: str, *extra: str) -> list[str]:
+    return [f"--method={method}", f"--data_root={data_root}", "--download=false", "--train_limit=2000",
+            "--test_limit=500", "--train_epochs=1", "--seeds=0", f"--out_dir={out}", f"--tuned_dir={tuned_dir}",
+            "--num_threads=2", "--mia_attacks=", "--mia_train_size=400", *extra]
+
+
+def _trials(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'tuning' / name}.db").get_trials()
+
+
+def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Path, tmp_path: Path) -> None:
+    tuned_dir = tmp_path / "tuned"
+    argv = _argv(data_root, shared, tuned_dir, "neggrad", "--trials=3", "--tune_seeds=100,101")
+    assert tune.main(argv) == 0
+    trials = _trials(shared, "mnist-class-neggrad")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for t in trials:
+        assert t.value == pytest.approx(sum(t.user_attrs["avg_gap_per_seed"]) / 2)
+        assert t.user_attrs["unlearn_time_s"] > 0 and 0 <= t.user_attrs["forget_acc"] <= 100
+    best = min(trials, key=lambda t: t.value)
+    path = tuned_dir / "mnist_class" / "neggrad.yaml"
+    text = path.read_text()
+    assert yaml.safe_load(text) == best.params
+    assert "# trials: 3 finished" in text and "# tune seeds: 100,101" in text and "# commit:" in text
+    summary = json.loads((shared / "tuning" / "mnist-class-neggrad.json").read_text())
+    assert summary["best"]["number"] == best.number and len(summary["trials"]) == 3
+
+    cfg = parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--compare_retrain=false",
+                           f"--run_name=tuned-{tmp_path.name}"))
+    assert cfg.neggrad_lr == best.params["neggrad_lr"] and cfg.neggrad_epochs == best.params["neggrad_epochs"]
+    assert cfg.tuned_file == str(path) and len(cfg.tuned_sha256) == 64
+    assert parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true",
+                            "--neggrad_epochs=1")).neggrad_epochs == 1  # overrides still win
+    doc = main_mod.run(cfg, log=lambda *_: None)
+    assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
+
+
+def test_killed_study_continues_without_repeating(data_root: Path, shared: Path, tmp_path: Path) -> None:
+    argv = _argv(data_root, shared, tmp_path / "tuned", "unrolling_sgd", "--trials=4", "--tune_seeds=100")
+    proc = subprocess.Popen([sys.executable, "tune.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db = shared / "tuning" / "mnist-class-unrolling_sgd.db"
+    deadline = time.monotonic() + 120
+    complete = 0
+    while complete < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(db, timeout=5) as con:
+                complete = con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+        except sqlite3.Error:
+            pass  # not created yet
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _trials(shared, "mnist-class-unrolling_sgd")
+    done_before = [t for t in before if t.state.name == "COMPLETE"]
+    assert 1 <= len(done_before) < 4, "the kill should land mid-study"
+
+    assert tune.main(argv) == 0
+    after = _trials(shared, "mnist-class-unrolling_sgd")
+    assert len(after) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in after)
+    for old in done_before:  # finished trials are kept as they were, not run again
+        assert after[old.number].params == old.params and after[old.number].value == old.value
+    killed_pid = done_before[0].user_attrs["pid"]
+    assert sum(t.user_attrs.get("pid") == killed_pid for t in after) == len(before)
+    # a trial the kill interrupted was marked failed, not left running
+    assert all(t.state.name == "FAIL" for t in after[: len(before)] if t not in done_before)
+
+
+def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    argv = _argv(data_root, out, tmp_path / "tuned", "scrub", "--seeds=0,1,100", "--tune_seeds=100,101")
+    assert tune.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tune_seeds: 100" in err[0]
+    assert not out.exists() and not (tmp_path / "tuned").exists()
+    assert tune.main(_argv(data_root, out, tmp_path / "tuned", "retrain")) == 2  # nothing to tune
+    assert not out.exists()
+
+
+def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
+    argv = _argv(data_root, shared, tmp_path / "tuned", "finetune", "--trials=2", "--tune_seeds=100",
+                 "--finetune_epochs=1")
+    opts, cfg = tune.parse_tune_args(argv)
+    tune.open_study(cfg, opts).enqueue_trial({"finetune_lr": 1e6, "finetune_epochs": 1})
+    assert tune.tune(cfg, opts, log=lambda *_: None) is not None
+    first, second = _trials(shared, "mnist-class-finetune")
+    assert first.state.name == "FAIL" and first.params["finetune_lr"] == 1e6
+    assert "diverged" in first.user_attrs["error"]
+    assert second.state.name == "COMPLETE"
+    assert yaml.safe_load((tmp_path / "tuned" / "mnist_class" / "finetune.yaml").read_text()) == second.params
+
+
+def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exc:
+        main_mod.main(_argv(data_root, out, tmp_path / "none", "ssd", "--tuned=true"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "none" / "mnist_class" / "ssd.yaml") in err[0]
+    assert not out.exists()
+    assert parse_args(_argv(data_root, out, tmp_path / "none", "retrain", "--tuned=true")).tuned_file == ""
+
+
+def test_tuned_cells_and_rows(tmp_path: Path) -> None:
+    tuned_dir = tmp_path / "tuned"
+    (tuned_dir / "mnist_class").mkdir(parents=True)
+    (tuned_dir / "mnist_class" / "neggrad.yaml").write_text("# provenance\nneggrad_lr: 0.002\n")
+    plan = Plan({"datasets": ["mnist"], "scenarios": ["class"], "methods": ["retrain", "neggrad"], "seeds": [0]},
+                ["--tuned=true", f"--tuned_dir={tuned_dir}"], tmp_path / "results", False)
+    cells = {c.method: c for c in plan.cells()}
+    assert cells["neggrad"].path(plan.out_dir).name == "neggrad-tuned-seed0.json"
+    assert cells["retrain"].path(plan.out_dir).name == "retrain-seed0.json"  # shared with the published grid
+    cfg = cell_config(plan, "mnist", "class", "neggrad")
+    assert cfg.tuned and cfg.neggrad_lr == 0.002 and cfg.run_name == "mnist-class-neggrad-tuned"
+    assert not cell_config(plan, "mnist", "class", "retrain").tuned
+    assert Cell("mnist", "class", "neggrad", 0).path(plan.out_dir).name == "neggrad-seed0.json"
+
+    def cell(method: str, tuned: bool, gap: float) -> dict:
+        return {"dataset": "mnist", "scenario": "class", "method": method, "seed": 0,
+                "config": {"tuned": tuned}, "row": {"avg_gap": gap}}
+
+    grouped = group_cells([cell("neggrad", True, 1.0), cell("camu", False, 2.0), cell("neggrad", False, 3.0),
+                           cell("camu", True, 4.0)], ["camu", "neggrad"])
+    assert list(grouped[("mnist", "class")]) == ["camu", "camu (tuned)", "neggrad", "neggrad (tuned)"]
+    assert grouped[("mnist", "class")]["neggrad (tuned)"] == [{"avg_gap": 1.0}]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_flags_and_keys(flag: str) -> None:
+    proc = subprocess.run([sys.executable, "tune.py", flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python tune.py")
+    assert "--trials=N" in proc.stdout and "--tune_seeds=LIST" in proc.stdout and "--tuned_dir=" in proc.stdout

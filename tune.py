@@ -1,0 +1,309 @@
+"""Tune one method on one scenario against the retrained model (Optuna, seeded TPE).
+
+    python tune.py [configs/NAME.yaml] --method=M [--trials=N] [--tune_seeds=100,101] [--key=value ...]
+
+The objective is the mean ``avg_gap`` to the retrained model over the tune seeds, which must
+be disjoint from the seeds the tables report (``seeds``), so a tuned row is never scored on
+the splits it was tuned on. Each trial runs ``main.run_seed`` per tune seed (the retrained
+model comes from the per-split cache). The study lives in SQLite under
+``OUT_DIR/tuning/DATASET-SCENARIO-METHOD.db``: ``--trials`` counts finished trials (complete or
+failed) already there, so a killed run continues where it stopped, and several processes can
+share one study. The best trial's keys go to ``TUNED_DIR/DATASET_SCENARIO/METHOD.yaml`` with
+their provenance, and a JSON summary of every trial lies beside the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import socket
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config import Config, ConfigError, help_text, parse_args, tuned_path, validate, wants_help
+from data import DataError
+from main import resolve_device, run_seed  # also registers the method and attack names validate checks
+from progress import configure_progress
+from report import git_commit
+from storage import write_bytes, write_json
+from unlearn import SEARCH_SPACES
+from unlearn.search_space import suggest
+
+USAGE = """usage: python tune.py [PRESET.yaml] --method=M [--trials=N] [--tune_seeds=100,101] [--key=value ...]
+
+Tunes METHOD's search space (declared in unlearn/METHOD.py) on the preset's dataset and scenario:
+the objective is the mean avg_gap to the retrained model over the tune seeds. The study is kept in
+OUT_DIR/tuning/ and continues when run again; the best keys go to TUNED_DIR/DATASET_SCENARIO/METHOD.yaml,
+which --tuned=true layers over the preset. Docs: docs/tuning.md."""
+FLAGS = [
+    ("--trials=N", "finished trials (complete or failed) the study should hold (default 30)"),
+    ("--tune_seeds=LIST", "split seeds of the objective, disjoint from --seeds (default 100,101)"),
+    ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the trials already in the study)"),
+    ("-h, --help", "this text"),
+]
+DEFAULT_TRIALS = 30
+DEFAULT_TUNE_SEEDS = [100, 101]
+# Keys that may differ between two processes working on one study; every other key must match.
+FREE_KEYS = ("seeds", "run_name", "out_dir", "data_root", "download", "verify_data", "device", "num_threads",
+             "channels_last", "fused_adam", "compile", "bf16", "eval_batch_size", "tuned_dir", "relearn",
+             "relearn_lr", "relearn_every", "relearn_eval_remain", "lock_timeout_min")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    trials: int = DEFAULT_TRIALS
+    tune_seeds: tuple[int, ...] = tuple(DEFAULT_TUNE_SEEDS)
+    sampler_seed: int = 0
+
+
+def _int(key: str, text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
+    if value < low:
+        raise ConfigError(f"{key}: {value} must be at least {low}")
+    return value
+
+
+def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
+    """tune.py's own flags, then the config from the rest; every refusal is a ConfigError."""
+    own: dict[str, Any] = {}
+    rest = []
+    for arg in argv:
+        key, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key == "trials":
+            own["trials"] = _int(key, value, 1)
+        elif key == "sampler_seed":
+            own["sampler_seed"] = _int(key, value, 0)
+        elif key == "tune_seeds":
+            seeds = [_int(key, s.strip(), 0) for s in value.split(",") if s.strip()]
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ConfigError(f"tune_seeds: {value!r} must be distinct non-negative integers")
+            own["tune_seeds"] = tuple(seeds)
+        else:
+            rest.append(arg)
+    opts = TuneOptions(**own)
+    cfg = parse_args(rest, echo=True)
+    if cfg.method not in SEARCH_SPACES:
+        raise ConfigError(f"method: {cfg.method!r} has no search space; tune one of {', '.join(SEARCH_SPACES)}")
+    if cfg.tuned:
+        raise ConfigError("tuned: tune from the published settings (tuned=false), not over a tuned file")
+    overlap = sorted(set(opts.tune_seeds) & set(cfg.seeds))
+    if overlap:
+        raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
+                          f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
+    return opts, cfg
+
+
+def study_name(cfg: Config) -> str:
+    return f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
+
+
+def study_scope(cfg: Config) -> dict[str, Any]:
+    """What a study's trials must share: the config without the tuned keys and the free keys."""
+    drop = set(FREE_KEYS) | set(SEARCH_SPACES[cfg.method])
+    return {k: v for k, v in cfg.to_dict().items() if k not in drop}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_study(cfg: Config, opts: TuneOptions) -> Any:
+    """The study of cfg's (dataset, scenario, method) in OUT_DIR/tuning/, created or continued.
+
+    Trials left RUNNING by a dead process on this host are marked failed here; elsewhere
+    Optuna's heartbeat fails them once they stop beating.
+    """
+    import optuna
+
+    folder = Path(cfg.out_dir) / "tuning"
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{(folder / study_name(cfg)).resolve()}.db"
+    with warnings.catch_warnings():  # the heartbeat is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                             heartbeat_interval=60, grace_period=180)
+    study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
+                                load_if_exists=True)
+    scope = study_scope(cfg)
+    stored = study.user_attrs.get("scope")
+    if stored is None:
+        study.set_user_attr("scope", scope)
+    elif stored != scope:
+        changed = sorted(k for k in set(stored) | set(scope) if stored.get(k) != scope.get(k))
+        raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
+                          "use another out_dir or the same settings")
+    if "tune_seeds" not in study.user_attrs:
+        study.set_user_attr("tune_seeds", list(opts.tune_seeds))
+    elif study.user_attrs["tune_seeds"] != list(opts.tune_seeds):
+        raise ConfigError(f"tune_seeds: the study was run with {study.user_attrs['tune_seeds']}, "
+                          f"not {list(opts.tune_seeds)}")
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs.get("pid", -1))):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    study.sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed + len(study.trials))
+    return study
+
+
+def finished(study: Any) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log: Any) -> Any:
+    """The trial function: mean avg_gap over the tune seeds; NaN (a failed trial) when the method breaks."""
+    space = SEARCH_SPACES[cfg.method]
+    base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
+
+    def objective(trial: Any) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        params = suggest(trial, space)
+        rows = []
+        try:
+            trial_cfg = validate(dataclasses.replace(base, **params))
+            for seed in opts.tune_seeds:
+                row, seed_meta, _ = run_seed(trial_cfg, data, original, seed)
+                if not seed_meta["weights_finite"]:
+                    raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
+                rows.append(row)
+        except (DataError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the method (or a setting it refuses) broke: this trial failed, the study goes on
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            trial.set_user_attr("error", reason)
+            log(f"trial {trial.number} failed: {reason}")
+            return float("nan")
+        scalars = {k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key in sorted(scalars - {"seed"}):
+            trial.set_user_attr(key, _mean([float(r[key]) for r in rows]))
+        for key in rows[0].get("gap", {}):
+            trial.set_user_attr(f"gap_{key}", _mean([float(r["gap"][key]) for r in rows]))
+        trial.set_user_attr("avg_gap_per_seed", [float(r["avg_gap"]) for r in rows])
+        value = _mean([float(r["avg_gap"]) for r in rows])
+        finite = all(math.isfinite(float(r[k])) for r in rows for k in ("avg_gap", "test_acc", "remain_acc"))
+        if not finite or not math.isfinite(value):
+            trial.set_user_attr("error", "non-finite metrics (the method diverged)")
+            log(f"trial {trial.number} failed: non-finite metrics")
+            return float("nan")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        log(f"trial {trial.number}: avg_gap {value:.3f} ({shown})")
+        return value
+
+    return objective
+
+
+def trial_summary(t: Any) -> dict[str, Any]:
+    return {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+            "user_attrs": t.user_attrs,
+            "duration_s": t.duration.total_seconds() if t.duration is not None else None}
+
+
+def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) -> Path | None:
+    """The best trial's keys as TUNED_DIR/.../METHOD.yaml (with provenance) and the study's JSON summary."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    folder = Path(cfg.out_dir) / "tuning"
+    summary: dict[str, Any] = {
+        "study": study_name(cfg), "database": str(folder / f"{study_name(cfg)}.db"),
+        "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),
+        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "scope": study.user_attrs.get("scope"), "best": None,
+        "trials": [trial_summary(t) for t in trials],
+    }
+    if not complete:
+        write_json(folder / f"{study_name(cfg)}.json", summary)
+        log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed): no tuned file written")
+        return None
+    best = study.best_trial
+    summary["best"] = trial_summary(best)
+    write_json(folder / f"{study_name(cfg)}.json", summary)
+    header = [
+        f"# tuned by tune.py: {cfg.method} on {cfg.dataset}, {cfg.scenario} removal",
+        f"# trials: {len(complete) + len(failed)} finished ({len(complete)} complete, {len(failed)} failed)",
+        f"# best: trial {best.number}, mean avg_gap {best.value:.4f} to the retrained model",
+        f"# tune seeds: {','.join(map(str, opts.tune_seeds))} (reported seeds: {','.join(map(str, cfg.seeds))})",
+        f"# commit: {summary['git_commit']}",
+        f"# date: {summary['date']}",
+        f"# study: {summary['database']}",
+    ]
+    body = yaml.safe_dump(dict(best.params), sort_keys=False)
+    path = tuned_path(cfg)
+    write_bytes(path, ("\n".join(header) + "\n" + body).encode())
+    log(f"best of {len(complete)} complete trials: avg_gap {best.value:.4f} -> {path}")
+    return path
+
+
+def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
+    """Run trials until the study holds ``opts.trials`` finished ones; write the tuned file."""
+    import optuna
+    import torch
+
+    from data import load_dataset
+    from models.original import original_model
+    from models.runtime import configure_determinism
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, opts)
+    done = finished(study)
+    log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
+    if done < opts.trials:
+        configure_determinism(cfg.deterministic)
+        device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
+                            verify=cfg.verify_data)
+        original, _ = original_model(cfg, data)
+        objective = make_objective(cfg, opts, data, original, log)
+        running = optuna.trial.TrialState.RUNNING
+        while finished(study) + len(study.get_trials(deepcopy=False, states=(running,))) < opts.trials:
+            study.optimize(objective, n_trials=1)
+    return write_outputs(cfg, opts, study, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(help_text(USAGE, FLAGS))
+        return 0
+    configure_progress()
+    try:
+        opts, cfg = parse_tune_args(argv)
+        path = tune(cfg, opts)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if path is not None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
