@@ -1,8 +1,8 @@
 """Membership-inference attacks beside the release's XGBoost MIA: pure functions on numpy arrays.
 
-Per-sample features (from logits and labels), a small attacker (logistic regression on
-standardised features, fitted with L-BFGS) and the scores built on them. ``eval.mia_suite``
-decides which rows go where; nothing here draws random numbers.
+Per-sample features (from logits and labels), the references' own attackers through
+scikit-learn, and the scores built on them. ``eval.mia_suite`` decides which rows go where;
+nothing here draws random numbers (both learners are deterministic for given rows).
 
 Sources (facts only; no code is taken from them):
 - MIA-efficacy: Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023,
@@ -10,11 +10,11 @@ Sources (facts only; no code is taken from them):
   ``SVC_MIA_forget_efficacy`` call in its ``main_forget.py``). The release fits an RBF SVC
   (C=3) per feature (correctness, confidence, entropy, modified entropy, probabilities) on
   |test| rows of D_r (members) vs the test set (non-members) and reports the share of D_f
-  predicted non-member; the feature used here is the true-label confidence. The attacker
-  is a logistic regression instead (no scikit-learn in this project): on one feature it is
-  a threshold, where the SVC may draw several.
-- Loss / entropy attacks: the same attacker on the cross-entropy loss or the prediction
-  entropy ``-sum_c p_c log p_c`` (the release's ``entropy`` feature).
+  predicted non-member; SalUn's MIA-efficacy is its ``confidence`` feature, the true-label
+  confidence, used here with the same learner, ``SVC(C=3, gamma="auto", kernel="rbf")``.
+- Loss / entropy attacks: scikit-learn's ``LogisticRegression`` (defaults, on standardised
+  features) on the cross-entropy loss or the prediction entropy ``-sum_c p_c log p_c`` (the
+  release's ``entropy`` feature): the threshold attacks of the MIA literature.
 - LiRA: Carlini et al., "Membership Inference Attacks From First Principles", IEEE S&P 2022
   (logit-scaled confidence, Gaussian fits per sample, a global variance with few shadows);
   used for unlearning as U-LiRA by Hayes et al., "Inexact Unlearning Needs More Careful
@@ -23,11 +23,10 @@ Sources (facts only; no code is taken from them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, log_softmax, logsumexp
+from scipy.special import log_softmax, logsumexp
 
 # --- per-sample features; logits: N x C, labels: N integers
 
@@ -59,23 +58,7 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return z[rows, labels] - logsumexp(others, axis=1)
 
 
-# --- the attacker
-
-
-@dataclass(frozen=True)
-class Logistic:
-    """A fitted logistic regression on standardised features; ``predict`` is True for "member"."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
-    bias: float
-
-    def decision(self, x: np.ndarray) -> np.ndarray:
-        return ((_as_matrix(x) - self.mean) / self.scale) @ self.weights + self.bias
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.decision(x) > 0
+# --- the attackers (scikit-learn, as the references use them)
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:
@@ -83,34 +66,29 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     return x[:, None] if x.ndim == 1 else x
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Logistic:
-    """Logistic regression of ``y`` (0/1) on ``x`` (N, or N x D), features standardised first.
+def _fit(attacker: Any, members: np.ndarray, nonmembers: np.ndarray) -> Any:
+    """Fit ``attacker`` on members (1) vs non-members (0); its ``predict`` is then 1 for "member"."""
+    x = np.concatenate([_as_matrix(members), _as_matrix(nonmembers)])
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    if len(x) == 0:
+        raise ValueError("an attacker needs rows to fit on")
+    return attacker.fit(x, y)
 
-    Minimises sum_i log(1 + exp(-s_i (w.x_i + b))) + l2/2 |w|^2 with s_i = 2 y_i - 1 (the
-    intercept is not penalised: at the optimum the mean predicted probability equals the
-    share of members, so with identical classes the threshold sits at the data's centre).
-    """
-    x = _as_matrix(x)
-    y = np.asarray(y, dtype=np.float64)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"fit_logistic: {len(x)} feature rows and {len(y)} labels")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    xs = (x - mean) / scale
-    sign = 2.0 * y - 1.0
-    d = xs.shape[1]
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:d], theta[d]
-        margin = sign * (xs @ w + b)
-        loss = np.logaddexp(0.0, -margin).sum() + 0.5 * l2 * (w @ w)
-        residual = expit(xs @ w + b) - y  # d loss / d (w.x + b)
-        grad = np.concatenate([xs.T @ residual + l2 * w, [residual.sum()]])
-        return float(loss), grad
+def svc_attacker() -> Any:
+    """The Unlearn-Sparse / SalUn release's learner (``evaluation/SVC_MIA.py``)."""
+    from sklearn.svm import SVC
 
-    theta = minimize(objective, np.zeros(d + 1), jac=True, method="L-BFGS-B").x
-    return Logistic(mean, scale, theta[:d], float(theta[d]))
+    return SVC(C=3, gamma="auto", kernel="rbf")
+
+
+def logistic_attacker() -> Any:
+    """Logistic regression on standardised features: a learned threshold on one feature."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression())
 
 
 # --- scores
@@ -121,9 +99,8 @@ def efficacy(members: np.ndarray, nonmembers: np.ndarray, forget: np.ndarray) ->
 
     In [0, 1]; higher means D_f looks less like training data (better forgetting).
     """
-    attacker = fit_logistic(np.concatenate([members, nonmembers]),
-                            np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))]))
-    return float(1.0 - attacker.predict(forget).mean())
+    attacker = _fit(svc_attacker(), members, nonmembers)
+    return float(1.0 - attacker.predict(_as_matrix(forget)).mean())
 
 
 def balanced_accuracy(predicted_member: np.ndarray, is_member: np.ndarray) -> float:
@@ -141,11 +118,10 @@ def attack_accuracy(fit_members: np.ndarray, fit_nonmembers: np.ndarray, eval_me
 
     0.5: the attacker cannot tell the evaluation members from the non-members.
     """
-    attacker = fit_logistic(np.concatenate([fit_members, fit_nonmembers]),
-                            np.concatenate([np.ones(len(fit_members)), np.zeros(len(fit_nonmembers))]))
-    x = np.concatenate([eval_members, eval_nonmembers])
+    attacker = _fit(logistic_attacker(), fit_members, fit_nonmembers)
+    x = np.concatenate([_as_matrix(eval_members), _as_matrix(eval_nonmembers)])
     truth = np.concatenate([np.ones(len(eval_members), bool), np.zeros(len(eval_nonmembers), bool)])
-    return balanced_accuracy(attacker.predict(x), truth)
+    return balanced_accuracy(attacker.predict(x) > 0.5, truth)
 
 
 def lira_scores(target: np.ndarray, shadow: np.ndarray, shadow_in: np.ndarray) -> np.ndarray:
