@@ -24,6 +24,16 @@ from typing import Any
 import yaml
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+MODEL_NAMES = ("auto", "cnn", "resnet18", "resnet50")
+CONCEPT_CHOICES = {
+    "concept_bank": ("cav", "nmf", "clip"),
+    "concept_poison_rank": ("weight", "ig"),
+    "concept_poison_donor_rule": ("confusion", "shared"),
+    "concept_poison_labels": ("targeted", "random", "keep"),
+    "concept_poison_mode": ("none", "localized", "center", "random", "full"),
+    "concept_poison_layers": ("last", "all"),
+    "concept_poison_integrity": ("full", "half"),
+}
 SCENARIOS = ("class", "random")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 DEVICES = ("auto", "cpu", "cuda")
@@ -76,6 +86,10 @@ class Config:
     train_epochs: int = opt(20, "epochs of the original model")
     train_lr: float = opt(1e-3, "Adam learning rate of the original model")
     train_seed: int = opt(0, "seed of the original model's initialisation and batch order")
+    model: str = opt("auto", "auto (cnn on MNIST / Fashion-MNIST, resnet18 on CIFAR), cnn, resnet18 or resnet50 "
+                             "(the concept method's release: ResNet-50 at 224 px)")
+    pretrained: bool = opt(False, "start the original from torchvision's ImageNet weights (resnet18 / resnet50; "
+                                  "downloaded once, needs a connection)")
     # --- CaMU unlearning
     unlearn_epochs: int = opt(2, "CaMU epochs over the counterfactual set")
     rep_lr: float = opt(4e-4, "Adam learning rate of the representation-level (KL) step (the release's KL_LR)")
@@ -220,6 +234,39 @@ class Config:
     submitit_cluster: str = opt("slurm", "slurm | local (jobs as processes on this machine) | debug (in this process)")
     lock_timeout_min: float = opt(0.0, "minutes to wait for a checkpoint another process is training (0: no limit)")
     # <<< block F
+    # >>> block H: concept_poison (concept inference + data poisoning; docs/concepts.md)
+    concept_bank: str = opt("cav", "concept bank: cav (CAVs on the model's embeddings from pixel-scored examples, "
+                                   "MNIST / Fashion-MNIST), nmf (concepts found by NMF of conv activations), clip (the "
+                                   "paper's: concept words -> CLIP text embeddings; needs open_clip_torch and weights)")
+    concept_examples: int = opt(5000, "training images (seeded) the bank and the PCBM head are fitted on")
+    concept_quantile: float = opt(0.2, "cav / nmf: share of examples taken as positives (top) and negatives (bottom)")
+    concept_nmf_components: int = opt(12, "nmf: number of concepts discovered")
+    concept_clip_model: str = opt("RN50", "clip: open_clip architecture (the release: RN50)")
+    concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag ('' = random init, for tests only)")
+    concept_words: str = opt("", "clip: file with one concept word per line (empty: the built-in list per dataset)")
+    concept_poison_rank: str = opt("weight", "rank the forget class's concepts by PCBM weight (the release) or by "
+                                             "ig (Integrated Gradients of the PCBM head, the paper's wording)")
+    concept_poison_top_k: int = opt(5, "forget-class concepts searched for a donor (the release: 5)")
+    concept_poison_top_m: int = opt(1, "localized mode: top concepts replaced by donor patches (the release: 1)")
+    concept_poison_donor_rule: str = opt("confusion", "confusion (donor's own top-1 concept must be shared; "
+                                                      "falls back to shared) or shared (argmax class)")
+    concept_poison_labels: str = opt("targeted", "forget rows relabelled: targeted (all -> donor), random (uniform "
+                                                 "over all classes, true one included) or keep")
+    concept_poison_mode: str = opt("none", "forget images: none (label flip only, the paper's protocol), localized, "
+                                           "center, random (donor patch there) or full (a donor image)")
+    concept_poison_patch: int = opt(0, "patch side in stored pixels (0: 64/224 of the image side, as the release)")
+    concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig, localized patches)")
+    concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
+    concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "
+                                         "CIFAR-100)")
+    concept_poison_lr: float = opt(1e-3, "SGD learning rate (the release: 1e-3)")
+    concept_poison_momentum: float = opt(0.9, "SGD momentum (the release: 0.9)")
+    concept_poison_batch_size: int = opt(32, "fine-tuning batch (the release: 32)")
+    concept_poison_integrity: str = opt("full", "remaining data used: full, or half of each class (the release's "
+                                                "'integrity' option)")
+    concept_retention_quantile: float = opt(0.9, "shared_concept_retention: other-class test rows above this "
+                                                 "quantile of forget-concept expression")
+    # <<< block H
 
     @property
     def num_classes(self) -> int:
@@ -227,6 +274,8 @@ class Config:
 
     @property
     def model_name(self) -> str:
+        if self.model != "auto":
+            return self.model
         return "cnn" if self.dataset in ("mnist", "fashion_mnist") else "resnet18"
 
     @property
@@ -396,6 +445,29 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("tuned_dir: must not be empty")
     if (cfg.tuned_file or cfg.tuned_sha256) and not cfg.tuned:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
+    # concept-level unlearning (issue 13)
+    if cfg.model not in MODEL_NAMES:
+        raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_NAMES)}")
+    if cfg.model == "cnn" and cfg.dataset.startswith("cifar") or cfg.model.startswith("resnet") and \
+            cfg.dataset in ("mnist", "fashion_mnist"):
+        raise ConfigError(f"model: {cfg.model} does not take {cfg.dataset}'s images")
+    if cfg.pretrained and not cfg.model_name.startswith("resnet"):
+        raise ConfigError("pretrained: ImageNet weights exist for resnet18 / resnet50 only")
+    for key, names in CONCEPT_CHOICES.items():
+        if getattr(cfg, key) not in names:
+            raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(names)}")
+    if cfg.method == "concept_poison" and cfg.scenario != "class":
+        raise ConfigError("method: concept_poison unlearns a class; use scenario=class")
+    for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
+                "concept_poison_ig_steps", "concept_poison_epochs", "concept_poison_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
+    for key in ("concept_quantile", "concept_retention_quantile"):
+        if not 0.0 < getattr(cfg, key) < 1.0 or key == "concept_quantile" and cfg.concept_quantile > 0.5:
+            raise ConfigError(f"{key}: {getattr(cfg, key)} must lie in (0, {0.5 if key == 'concept_quantile' else 1})")
+    if cfg.concept_poison_patch < 0 or not cfg.concept_poison_lr > 0 or cfg.concept_poison_momentum < 0:
+        raise ConfigError("concept_poison_patch, concept_poison_lr, concept_poison_momentum: patch >= 0, lr > 0, "
+                          "momentum >= 0")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")

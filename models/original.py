@@ -20,7 +20,8 @@ def original_key(cfg: Config, runtime: Runtime) -> dict:
     return {"dataset": cfg.dataset, "model": cfg.model_name, "epochs": cfg.train_epochs, "lr": cfg.train_lr,
             "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "seed": cfg.train_seed,
             "train_limit": cfg.train_limit, "bf16": runtime.bf16, "channels_last": runtime.channels_last,
-            "fused_adam": runtime.fused_adam, **({"compile": runtime.compile} if runtime.compile != "off" else {})}
+            "fused_adam": runtime.fused_adam, **({"compile": runtime.compile} if runtime.compile != "off" else {}),
+            **({"pretrained": True} if cfg.pretrained else {})}
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
@@ -28,7 +29,7 @@ def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:
     device = data.train.labels.device
     torch.manual_seed(cfg.train_seed)  # the initialisation is part of the key
     runtime = Runtime.from_config(cfg, device)
-    model = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
+    model = runtime.prepare(build_model(cfg.model_name, data.num_classes, cfg.pretrained).to(device))
     everything = torch.arange(len(data.train), device=device)
 
     def train(m: nn.Module) -> list[float]:

@@ -46,7 +46,7 @@ def retrained_model(cfg: Config, data: Dataset, split: Split) -> tuple[nn.Module
     device = data.train.labels.device
     runtime = Runtime.from_config(cfg, device)
     torch.manual_seed(cfg.train_seed)
-    model = runtime.prepare(build_model(cfg.model_name, data.num_classes).to(device))
+    model = runtime.prepare(build_model(cfg.model_name, data.num_classes, cfg.pretrained).to(device))
     key = retrain_key(cfg, runtime, split)
 
     def train(m: nn.Module) -> list[float]:

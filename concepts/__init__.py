@@ -1,0 +1,15 @@
+"""Concept-level class unlearning (Chang et al., arXiv 2405.15662), in the order it runs.
+
+1. ``bank``        concept vectors and the margin of an embedding to each of them; built
+                   from ``pixel_concepts`` (cav), ``nmf_concepts`` (nmf) or ``clip_bank`` (clip)
+2. ``pcbm``        the post-hoc concept bottleneck head: a sparse linear classifier on margins
+3. ``attribution`` Integrated Gradients: concepts -> class (ranking), pixels -> concept (patches)
+4. ``donor``       which class absorbs the forgotten one
+5. ``poison``      relabel (and optionally patch) the forget class's training rows
+The fine-tuning itself and the run's bookkeeping are ``unlearn/concept_poison.py``; the
+method's own metrics are ``eval/concept_metrics.py``. docs/concepts.md explains each step.
+"""
+
+
+class ConceptError(RuntimeError):
+    """The concept bank cannot be built here (a missing package or weights); one line says what."""
