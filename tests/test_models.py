@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.models._api
 
-from models import CNN, MODELS, ResNet18, build_model
+from models import CNN, MODELS, DownloadError, ResNet18, ResNet50, build_model
 
 
 def test_cnn_shapes():
@@ -44,7 +45,18 @@ def test_build_model():
     model = build_model("resnet18", 7)
     assert isinstance(model, ResNet18)
     assert model.fc.out_features == 7
-    assert set(MODELS) == {"cnn", "resnet18"}
+    assert set(MODELS) == {"cnn", "resnet18", "resnet50"}
+    wide = build_model("resnet50", 3)
+    assert isinstance(wide, ResNet50) and wide.fc.in_features == 2048 and wide.fc.out_features == 3
+
+
+def test_pretrained_weights_offline_is_one_clear_error(tmp_path, monkeypatch):
+    """No weights in the hub cache and no network: DownloadError naming the weights, not a urllib traceback."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DownloadError, match="IMAGENET1K.*pretrained=false"):
+        build_model("resnet18", 10, pretrained=True)
 
 
 def test_build_model_unknown_name():
