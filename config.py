@@ -244,6 +244,7 @@ class Config:
     concept_clip_model: str = opt("RN50", "clip: open_clip architecture (the release: RN50)")
     concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag ('' = random init, for tests only)")
     concept_words: str = opt("", "clip: file with one concept word per line (empty: the built-in list per dataset)")
+    concept_pcbm_lam: float = opt(1e-5, "PCBM head: elastic-net strength (post-hoc-cbm's --lam; larger = sparser)")
     concept_poison_rank: str = opt("weight", "rank the forget class's concepts by PCBM weight (the release) or by "
                                              "ig (Integrated Gradients of the PCBM head, the paper's wording)")
     concept_poison_top_k: int = opt(5, "forget-class concepts searched for a donor (the release: 5)")
@@ -445,7 +446,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("tuned_dir: must not be empty")
     if (cfg.tuned_file or cfg.tuned_sha256) and not cfg.tuned:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
-    # concept-level unlearning (issue 13)
+    # concept-level unlearning (concept_poison)
     if cfg.model not in MODEL_NAMES:
         raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_NAMES)}")
     if cfg.model == "cnn" and cfg.dataset.startswith("cifar") or cfg.model.startswith("resnet") and \
@@ -458,6 +459,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(names)}")
     if cfg.method == "concept_poison" and cfg.scenario != "class":
         raise ConfigError("method: concept_poison unlearns a class; use scenario=class")
+    if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
+        raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
+                          f"{cfg.dataset} use clip (the paper's) or nmf")
     for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
                 "concept_poison_ig_steps", "concept_poison_epochs", "concept_poison_batch_size"):
         if getattr(cfg, key) < 1:
@@ -465,6 +469,8 @@ def validate(cfg: Config) -> Config:
     for key in ("concept_quantile", "concept_retention_quantile"):
         if not 0.0 < getattr(cfg, key) < 1.0 or key == "concept_quantile" and cfg.concept_quantile > 0.5:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must lie in (0, {0.5 if key == 'concept_quantile' else 1})")
+    if not cfg.concept_pcbm_lam > 0:
+        raise ConfigError(f"concept_pcbm_lam: {cfg.concept_pcbm_lam} must be positive")
     if cfg.concept_poison_patch < 0 or not cfg.concept_poison_lr > 0 or cfg.concept_poison_momentum < 0:
         raise ConfigError("concept_poison_patch, concept_poison_lr, concept_poison_momentum: patch >= 0, lr > 0, "
                           "momentum >= 0")

@@ -22,18 +22,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from concepts import ConceptError
 from config import Config, load_config
 from data import DataError, Dataset, Split, load_dataset, make_split
 from data.rng import generator
 from eval.evaluate import evaluate
 from eval.gaps import avg_gap, gaps
 from eval.relearn import relearn
+from models import DownloadError
 from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import configure_progress
 from report import format_table, git_commit, results_document
 from storage import write_bytes, write_json
-from unlearn import UnlearnTask, get_method
+from unlearn import ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
 
 
@@ -104,6 +106,9 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     if cfg.compare_retrain:
         row.update(compare_to_retrain(metrics, cfg, data, split, seed))
     compare_s = time.perf_counter() - t0
+    state = traces.pop("_state", None)  # what a method's own row metrics need (never serialised)
+    if cfg.method in ROW_METRICS:
+        row.update(ROW_METRICS[cfg.method](model, original, UnlearnTask(data, split, seed), cfg, state))
     if cfg.relearn:
         row["relearn"] = relearn(model, data, split, cfg, seed)
     seed_meta = {"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg)
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
+        return 1
+    except (ConceptError, DownloadError) as exc:  # missing optional package or weights: one line, exit 1
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(cfg.run_dir / "results.json")
     return 0

@@ -15,6 +15,7 @@ from unlearn import (
     boundary_expand,
     boundary_shrink,
     camu,
+    concept_poison,
     finetune,
     neggrad,
     neggrad_plus,
@@ -44,6 +45,7 @@ METHODS: dict[str, Method] = {
     "scrub": scrub.unlearn,
     "salun": salun.unlearn,
     "ssd": ssd.unlearn,
+    "concept_poison": concept_poison.unlearn,
 }
 
 
@@ -54,8 +56,13 @@ SEARCH_SPACES: dict[str, dict[str, Param]] = {
         "camu": camu, "finetune": finetune, "neggrad": neggrad, "neggrad_plus": neggrad_plus,
         "random_label": random_label, "boundary_shrink": boundary_shrink, "boundary_expand": boundary_expand,
         "unrolling_sgd": unrolling_sgd, "bad_teacher": bad_teacher, "scrub": scrub, "salun": salun, "ssd": ssd,
+        "concept_poison": concept_poison,
     }.items()
 }
+
+# Row keys a method adds to results.json beyond the shared metrics: ``f(model, original, task, cfg, state)``,
+# where ``state`` is what the method left under its traces' private "_state" key.
+ROW_METRICS: dict[str, Callable[..., dict[str, float]]] = {"concept_poison": concept_poison.row_metrics}
 
 register_choices("method", METHODS)
 
@@ -66,4 +73,4 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "SEARCH_SPACES", "UnlearnTask", "get_method"]
+__all__ = ["METHODS", "ROW_METRICS", "SEARCH_SPACES", "UnlearnTask", "get_method"]

@@ -1,0 +1,65 @@
+"""Integrated Gradients, twice: concepts -> class (which concepts define the forget class) and
+pixels -> concept (where a concept sits in an image).
+
+The paper attributes the PCBM head's class decision to concepts with Integrated Gradients
+(Sundararajan et al., 2017) through captum's ``IntegratedGradients``. On a linear head IG
+is exact: the attribution of concept j to class c is ``w[c, j] * (x_j - baseline_j)``, so
+ranking by the mean IG over the forget class's rows differs from the release's ranking by
+``w[c]`` (``rank_concepts`` in ``revision/concept_tools.py``) only by each concept's mean
+margin. ``concept_poison_rank`` chooses between the two.
+
+The release locates a concept in an image with CLIP similarities of sliding 64 px windows
+(``patch_similarity`` / ``locate_peak``); that works only for the CLIP bank. Here the
+location is where the pixel IG of the concept's margin, summed over a patch-sized window,
+peaks: the same question ("where is the concept?") for every bank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients
+
+
+def concept_attributions(head: torch.nn.Linear, margins: torch.Tensor, target: int, steps: int = 16
+                         ) -> torch.Tensor:
+    """IG of ``head``'s logit ``target`` w.r.t. each concept margin (N x K), zero baseline."""
+    ig = IntegratedGradients(head)
+    return ig.attribute(margins.float(), baselines=torch.zeros_like(margins.float()), target=target, n_steps=steps)
+
+
+def rank_concepts(head: torch.nn.Linear, target: int, rule: str, margins: torch.Tensor | None = None,
+                  steps: int = 16) -> list[int]:
+    """Concept indices of class ``target``, most defining first: by PCBM ``weight`` or by mean ``ig``."""
+    if rule == "weight":
+        score = head.weight.detach()[target]
+    elif rule == "ig":
+        if margins is None:
+            raise ValueError("rank by ig needs the forget class's margins")
+        score = concept_attributions(head, margins, target, steps).mean(0)
+    else:
+        raise ValueError(f"concept ranking {rule!r} is not one of weight, ig")
+    return torch.argsort(score.cpu(), descending=True, stable=True).tolist()
+
+
+def pixel_attributions(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, steps: int = 16,
+                       batch_size: int = 64) -> torch.Tensor:
+    """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W."""
+    ig = IntegratedGradients(lambda x: score(x))
+    parts = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].float()
+        parts.append(ig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps,
+                                  internal_batch_size=len(x) * steps).detach())
+    return torch.cat(parts)
+
+
+def peak_centres(attributions: torch.Tensor, patch: int) -> torch.Tensor:
+    """Per image, the (row, col) centre of the ``patch`` x ``patch`` window with the largest summed attribution."""
+    heat = attributions.sum(1, keepdim=True)  # N x 1 x H x W
+    window = F.avg_pool2d(heat, patch, stride=1)  # N x 1 x (H - p + 1) x (W - p + 1)
+    n, _, h, w = window.shape
+    top = window.reshape(n, -1).argmax(1)
+    return torch.stack([top // w + patch // 2, top % w + patch // 2], dim=1)

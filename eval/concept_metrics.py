@@ -1,0 +1,77 @@
+"""The concept method's own measures, beside the accuracies every method reports.
+
+- ``forgetting_rate`` (Fr): the paper's membership test, as ``fit_fr_attack`` /
+  ``apply_fr`` of the release's ``revision/mia.py``: a linear SVM on standardised softmax
+  outputs of the *original* model learns forget-class training rows (members) against
+  forget-class test rows (non-members), balanced by a seeded subsample; applied to the
+  unlearned model's outputs on the members, Fr is the share it calls non-members (0-1).
+- ``donor_absorption``: % of forget-class test rows the unlearned model assigns to the
+  donor class (where the forgotten class went).
+- ``shared_concept_retention``: % accuracy on other classes' test rows that express the
+  forget class's top concepts most strongly (above a quantile of the mean margin): the
+  over-unlearning check, since those rows share the evidence the method poisoned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from concepts.bank import ConceptBank
+from data.datasets import Dataset
+from data.rng import generator
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, data: Dataset, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Softmax outputs (N x classes, CPU float64) in eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        out = [torch.softmax(model(data.inputs(images[i:i + batch_size], train=False))[0].float(), 1).double().cpu()
+               for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, data.num_classes, dtype=torch.float64)
+
+
+def forgetting_rate(original: nn.Module, model: nn.Module, data: Dataset, forget_class: int, seed: int) -> float:
+    """Fr: share of forget-class training rows the transferred attack calls non-members."""
+    member = data.train.images[data.train.labels == forget_class]
+    nonmember = data.test.images[data.test.labels == forget_class]
+    n = min(len(member), len(nonmember))
+    if n < 2:
+        return float("nan")
+    g = generator(seed, "concept_metrics/fr")
+    m_idx = torch.randperm(len(member), generator=g)[:n].to(member.device)
+    t_idx = torch.randperm(len(nonmember), generator=g)[:n].to(nonmember.device)
+    x = torch.cat([predictions(original, data, member[m_idx]), predictions(original, data, nonmember[t_idx])]).numpy()
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    scaler = StandardScaler().fit(x)
+    attack = SVC(kernel="linear").fit(scaler.transform(x), y)
+    called = attack.predict(scaler.transform(predictions(model, data, member).numpy()))
+    return float((called == 0).mean())
+
+
+def donor_absorption(model: nn.Module, data: Dataset, forget_class: int, donor: int) -> float:
+    """% of forget-class test rows predicted as the donor."""
+    rows = data.test.images[data.test.labels == forget_class]
+    if not len(rows):
+        return float("nan")
+    return 100.0 * float((predictions(model, data, rows).argmax(1) == donor).double().mean())
+
+
+def shared_concept_retention(model: nn.Module, data: Dataset, bank: ConceptBank, concepts: list[int],
+                             forget_class: int, quantile: float) -> float:
+    """% accuracy on other-class test rows whose mean margin on ``concepts`` is above its ``quantile``."""
+    other = data.test.labels != forget_class
+    images, labels = data.test.images[other], data.test.labels[other].cpu()
+    expression = bank.scores(images)[:, concepts].mean(1)
+    strong = expression >= torch.quantile(expression.double(), quantile).float()
+    if not bool(strong.any()):
+        return float("nan")
+    picked = strong.nonzero().squeeze(1).to(images.device)
+    return 100.0 * float((predictions(model, data, images[picked]).argmax(1) == labels[strong]).double().mean())

@@ -1,0 +1,228 @@
+"""Concept inference + data poisoning (Chang, Zhu, Xu, Liu, Zhou; arXiv 2405.15662, 2024).
+
+The method forgets a class by finding the concepts that define it and teaching the
+model that samples carrying them belong elsewhere: the forget class's training rows are
+relabelled (and optionally patched) toward a donor class, and the model is fine-tuned on
+the remaining data plus those poisoned rows. Steps, as in the release
+(ChangWenhan/Concept_Inference_Unlearn_official; ``concepts/`` holds one file per step):
+
+1. a concept bank on the original model (``concept_bank``: ``cav`` pixel-scored
+   concepts, ``nmf`` discovered ones, ``clip`` the paper's CLIP word embeddings);
+2. the PCBM head on the concept margins of ``concept_examples`` training images;
+3. the forget class's concepts ranked by PCBM weight (or Integrated Gradients);
+4. the donor class (``confusion`` rule, ``shared`` fallback);
+5. poisoning of the forget rows only (labels ``targeted`` / ``random`` / ``keep``, images
+   ``none`` / ``localized`` / ``center`` / ``random`` / ``full``);
+6. fine-tuning with SGD (lr 1e-3, momentum 0.9, batch 32, no augmentation), only the last
+   layer trainable in the release (``freeze_backbone`` in ``revision/run_unlearn.py``:
+   only parameters named ``fc``), with the model in train mode as there.
+
+With ``last`` on a model without batch statistics (the CNN), the classifier's inputs do
+not change during fine-tuning, so they are computed once and the layer is trained on them:
+the same computation as full forward passes, 20 epochs of MNIST in seconds. A model with
+BatchNorm (ResNet) runs the full forward in train mode each step, as the release does, so
+its running statistics move as they do there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from concepts import ConceptError
+from concepts.attribution import peak_centres, pixel_attributions, rank_concepts
+from concepts.bank import ConceptBank, embed_all, fit_cavs, model_embedder
+from concepts.donor import choose_donor
+from concepts.pcbm import PCBMHead, fit_pcbm
+from concepts.poison import default_patch, poison_images, poison_labels
+from config import Config
+from data.batches import batch_indices, num_batches
+from data.rng import generator
+from eval.concept_metrics import donor_absorption, forgetting_rate, shared_concept_retention
+from unlearn.base import UnlearnTask, has_batch_statistics
+from unlearn.search_space import Param, integer, log_float
+
+
+def build_bank(cfg: Config, original: nn.Module, task: UnlearnTask, rows: torch.Tensor) -> ConceptBank:
+    """Step 1: the bank ``concept_bank`` names, built on the original model (frozen) and ``rows``."""
+    data, seed = task.data, task.seed
+    images = data.train.images[rows]
+    if cfg.concept_bank == "clip":
+        from concepts.clip_bank import build_clip_bank
+        return build_clip_bank(cfg.dataset, cfg.concept_clip_model, cfg.concept_clip_pretrained, cfg.concept_words,
+                               data.train.labels.device)
+    embed = model_embedder(original, lambda x: data.inputs(x, train=False))
+    if cfg.concept_bank == "cav":
+        if images.shape[1] != 1:
+            raise ConceptError("concept_bank=cav scores concepts from single-channel digit/clothing pixels; "
+                               "use clip or nmf here")
+        from concepts.pixel_concepts import concept_scores
+        names, scores = concept_scores(images)
+    elif cfg.concept_bank == "nmf":
+        from concepts.nmf_concepts import nmf_presence
+        names, scores = nmf_presence(original, lambda x: data.inputs(x, train=False), images,
+                                     cfg.concept_nmf_components, seed)
+    else:
+        raise ConceptError(f"concept_bank {cfg.concept_bank!r} is not one of cav, nmf, clip")
+    vectors, intercepts, accuracy = fit_cavs(names, scores, embed_all(embed, images), cfg.concept_quantile, seed)
+    return ConceptBank(cfg.concept_bank, names, vectors, intercepts, embed, accuracy)
+
+
+def fit_head(bank: ConceptBank, task: UnlearnTask, rows: torch.Tensor, num_classes: int, lam: float = 1e-5
+             ) -> tuple[PCBMHead, torch.Tensor]:
+    """Step 2: PCBM on three quarters of the example rows, scored on the rest; returns the head and all margins."""
+    margins = bank.scores(task.data.train.images[rows])
+    labels = task.data.train.labels[rows].cpu().numpy()
+    cut = len(rows) * 3 // 4
+    x = margins.double().numpy()
+    head = fit_pcbm(x[:cut], labels[:cut], x[cut:], labels[cut:], num_classes, task.seed, lam)
+    return head, margins
+
+
+def half_per_class(remain: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The release's ``integrity`` option: a seeded half of each class's remaining rows."""
+    g = generator(seed, "concept_poison/integrity")
+    keep = []
+    for c in torch.unique(labels[remain]).tolist():
+        rows = remain[labels[remain] == c]
+        keep.append(rows[torch.randperm(len(rows), generator=g)[:(len(rows) + 1) // 2].to(rows.device)])
+    return torch.sort(torch.cat(keep)).values
+
+
+def classifier_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the model's last layer receives for inputs ``x`` (one forward pass, in the current mode)."""
+    seen: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+def fine_tune(model: nn.Module, task: UnlearnTask, images: torch.Tensor, labels: torch.Tensor, cfg: Config
+              ) -> list[float]:
+    """Step 6: SGD over (images, labels), shuffled per epoch; returns the mean loss of each epoch."""
+    data = task.data
+    device = data.train.labels.device
+    last = cfg.concept_poison_layers == "last"
+    trainable = list(model.classifier.parameters()) if last else list(model.parameters())
+    frozen = [p for p in model.parameters() if all(p is not q for q in trainable)]
+    flags = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(trainable, lr=cfg.concept_poison_lr, momentum=cfg.concept_poison_momentum)
+    model.train()
+    exact_head = last and not has_batch_statistics(model)
+    if exact_head:  # the classifier's inputs are fixed: compute them once
+        with torch.no_grad():
+            features = torch.cat([classifier_inputs(model, data.inputs(images[i:i + 1024], train=False))
+                                  for i in range(0, len(images), 1024)])
+    order = generator(task.seed, "concept_poison/order")
+    steps = num_batches(len(labels), cfg.concept_poison_batch_size)
+    epoch_loss = []
+    try:
+        for epoch in range(cfg.concept_poison_epochs):
+            total = torch.zeros((), device=device)
+            bar = tqdm(batch_indices(len(labels), cfg.concept_poison_batch_size, True, order, device), total=steps,
+                       desc=f"concept_poison epoch {epoch + 1}/{cfg.concept_poison_epochs}", leave=False)
+            for idx in bar:
+                if exact_head:
+                    logits = model.classifier(features[idx])
+                elif last:  # BatchNorm: the full pass in train mode, as the release, with no backbone graph
+                    with torch.no_grad():
+                        inputs = classifier_inputs(model, data.inputs(images[idx], train=False))
+                    logits = model.classifier(inputs)
+                else:
+                    logits = model(data.inputs(images[idx], train=False))[0]
+                loss = F.cross_entropy(logits, labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+            epoch_loss.append(total / steps)
+    finally:
+        for p, flag in zip(frozen, flags, strict=True):
+            p.requires_grad_(flag)
+    return [float(v) for v in torch.stack(epoch_loss).cpu()] if epoch_loss else []
+
+
+def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
+    """Poison D_f toward a donor class found through concepts, then fine-tune ``model`` in place."""
+    data, split, seed = task.data, task.split, task.seed
+    train, device = data.train, data.train.labels.device
+    c = cfg.forget_class
+    n_examples = min(cfg.concept_examples, len(train))
+    rows = torch.randperm(len(train), generator=generator(seed, "concept_poison/examples"))[:n_examples].to(device)
+    bank = build_bank(cfg, original, task, rows)
+    head, margins = fit_head(bank, task, rows, data.num_classes, cfg.concept_pcbm_lam)
+    in_class = (train.labels[rows] == c).cpu()
+    ranked = rank_concepts(head.linear, c, cfg.concept_poison_rank, margins[in_class], cfg.concept_poison_ig_steps)
+    donor, rule, via = choose_donor(head.weight, c, ranked, cfg.concept_poison_top_k, cfg.concept_poison_donor_rule)
+    top = ranked[:max(cfg.concept_poison_top_k, cfg.concept_poison_top_m)]
+
+    forget = split.forget.to(device)
+    new_labels = poison_labels(train.labels[forget], cfg.concept_poison_labels, donor, data.num_classes, seed)
+    patch = cfg.concept_poison_patch or default_patch(train.images.shape[-1])
+
+    def peaks_of(concept: int):
+        def centres(images: torch.Tensor) -> torch.Tensor:
+            attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
+                                      cfg.concept_poison_ig_steps)
+            return peak_centres(attr.cpu(), patch)
+        return centres
+
+    donor_top = int(head.weight[donor].argmax())
+    new_images = poison_images(
+        train.images[forget], train.images[train.labels == donor], cfg.concept_poison_mode, patch, seed,
+        forget_peaks=lambda x: [peaks_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
+        donor_peak=peaks_of(donor_top)).to(device=device, dtype=train.images.dtype)
+
+    remain = split.remain.to(device)
+    if cfg.concept_poison_integrity == "half":
+        remain = half_per_class(remain, train.labels, seed)
+    images = torch.cat([train.images[remain], new_images])
+    labels = torch.cat([train.labels[remain], new_labels.to(device)])
+    losses = fine_tune(model, task, images, labels, cfg)
+    return {
+        "loss": losses,
+        "concept_bank": bank.kind,
+        "donor": donor,
+        "donor_rule": rule,
+        "donor_concept": bank.names[via],
+        "top_concepts": [bank.names[j] for j in top],
+        "top_concept_weights": [float(head.weight[c, j]) for j in top],
+        "pcbm_accuracy": head.accuracy,
+        "pcbm_sparsity": head.sparsity,
+        "pcbm_top5_share": head.top5_share,
+        "concept_val_accuracy": bank.val_accuracy,
+        "relabelled_to_donor": float((new_labels == donor).double().mean()),
+        "poisoned_rows": len(forget),
+        "_state": {"bank": bank, "donor": donor, "top": ranked[:cfg.concept_poison_top_k]},
+    }
+
+
+def row_metrics(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config, state: dict[str, Any]
+                ) -> dict[str, float]:
+    """The method's row keys (eval/concept_metrics.py): Fr, donor absorption, shared-concept retention."""
+    data, c = task.data, cfg.forget_class
+    return {
+        "fr": forgetting_rate(original, model, data, c, task.seed),
+        "donor_absorption": donor_absorption(model, data, c, state["donor"]),
+        "shared_concept_retention": shared_concept_retention(model, data, state["bank"], state["top"], c,
+                                                             cfg.concept_retention_quantile),
+    }
+
+
+# The release fixes lr 1e-3 and 20 / 30 epochs; the space spans a decade either side of the lr and
+# 1-30 epochs, the two knobs its scripts expose (``--lr``, ``--epochs`` of revision/run_unlearn.py).
+SEARCH_SPACE: dict[str, Param] = {
+    "concept_poison_lr": log_float(1e-4, 1e-2),
+    "concept_poison_epochs": integer(1, 30),
+}
+
+__all__ = ["SEARCH_SPACE", "build_bank", "fine_tune", "row_metrics", "unlearn"]
