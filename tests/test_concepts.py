@@ -1,0 +1,287 @@
+"""Concept inference + data poisoning (unlearn/concept_poison.py, concepts/): each step, then a run that forgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from concepts.attribution import concept_attributions, peak_centres, rank_concepts
+from concepts.donor import choose_donor
+from concepts.pixel_concepts import CONCEPTS, concept_scores
+from concepts.poison import default_patch, poison_images, poison_labels
+from config import Config, validate
+from eval.concept_metrics import forgetting_rate, predictions
+from main import split_for_seed
+from models.original import original_model
+from unlearn import METHODS, ROW_METRICS, SEARCH_SPACES
+from unlearn import concept_poison as cp
+from unlearn.base import UnlearnTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(data_root, tmp_path_factory):
+    """A 2-epoch original on 3000 MNIST rows, class 0's split, and the bank + PCBM head on it."""
+    torch.set_num_threads(2)
+    cfg = validate(Config(data_root=str(data_root), download=False, train_limit=3000, test_limit=1000,
+                          train_epochs=2, seeds=[0], num_threads=2, method="concept_poison",
+                          out_dir=str(tmp_path_factory.mktemp("concepts")), concept_examples=2000))
+    from data import load_dataset
+    data = load_dataset("mnist", data_root, download=False, device="cpu", train_limit=3000, test_limit=1000)
+    original, _ = original_model(cfg, data)
+    split = split_for_seed(cfg, data.train.labels, 0)
+    task = UnlearnTask(data, split, 0)
+    rows = torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:2000]
+    bank = cp.build_bank(cfg, original, task, rows)
+    head, margins = cp.fit_head(bank, task, rows, 10)
+    return {"cfg": cfg, "data": data, "original": original, "split": split, "task": task, "rows": rows,
+            "bank": bank, "head": head, "margins": margins}
+
+
+def accuracies(model, setup) -> dict[str, float]:
+    """The paper's A_train / A_test / A_global (forget_acc, test_forget_acc, test_remain_acc), in %."""
+    data, split = setup["data"], setup["split"]
+    def acc(images, labels):
+        return 100.0 * float((predictions(model, data, images).argmax(1) == labels).double().mean())
+    f_test = data.test.labels == 0
+    return {"forget_acc": acc(data.train.images[split.forget], data.train.labels[split.forget]),
+            "test_forget_acc": acc(data.test.images[f_test], data.test.labels[f_test]),
+            "test_remain_acc": acc(data.test.images[~f_test], data.test.labels[~f_test])}
+
+
+def run_method(setup, **keys):
+    """A copy of the original unlearned with ``keys`` over the fixture's config; returns (model, traces)."""
+    cfg = validate(Config(**{**setup["cfg"].__dict__, **keys}))
+    model = type(setup["original"])()
+    model.load_state_dict(setup["original"].state_dict())
+    traces = METHODS["concept_poison"](model, setup["original"], setup["task"], cfg)
+    return model, traces, cfg
+
+
+# ---- pixel concepts -------------------------------------------------------------------------------------------
+
+def test_pixel_concepts_score_hand_drawn_shapes():
+    ring = torch.zeros(1, 1, 28, 28)
+    ring[0, 0, 6:22, 6:22] = 1.0
+    ring[0, 0, 9:19, 9:19] = 0.0  # a square ring: one hole
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[0, 0, 4:24, 13:15] = 1.0  # a vertical bar: no hole, tall
+    names, scores = concept_scores(torch.cat([ring, bar]))
+    assert names == list(CONCEPTS) and scores.shape == (2, len(CONCEPTS)) and np.isfinite(scores).all()
+    s = dict(zip(names, scores.T, strict=True))
+    assert s["loops"].tolist() == [1.0, 0.0]
+    assert s["tall"][1] > 5 > s["tall"][0]
+    assert s["stroke_vertical"][1] > s["stroke_horizontal"][1]
+    assert s["symmetry_left_right"][0] == 0.0  # perfectly mirror-symmetric: the largest score
+    corner = torch.zeros(1, 1, 28, 28)
+    corner[0, 0, 4:24, 4:8] = 1.0
+    assert concept_scores(corner)[1][0, names.index("symmetry_left_right")] < -0.05
+
+
+# ---- step 1-2: bank and PCBM ------------------------------------------------------------------------------------
+
+def test_most_cavs_separate_their_examples(setup):
+    acc = setup["bank"].val_accuracy
+    assert set(acc) == set(CONCEPTS)
+    assert sum(a > 0.7 for a in acc.values()) >= 0.8 * len(acc), acc
+
+
+def test_margin_is_the_signed_distance_to_the_cav_hyperplane(setup):
+    bank = setup["bank"]
+    emb = torch.randn(5, bank.vectors.shape[1])
+    v, b = bank.vectors[3], bank.intercepts[3]
+    expected = (emb @ v + b) / v.norm()
+    assert torch.allclose(bank.margins(emb)[:, 3], expected, atol=1e-5)
+
+
+def test_pcbm_head_beats_chance_and_l1_makes_it_sparse(setup):
+    head = setup["head"]
+    assert head.accuracy > 60.0  # chance is 10 %
+    assert head.top5_share > 1.5 * 5 / len(CONCEPTS)  # a class leans on few concepts (uniform: 5/17)
+    x = setup["margins"].double().numpy()
+    y = setup["data"].train.labels[setup["rows"]].numpy()
+    strong = cp.fit_pcbm(x[:1500], y[:1500], x[1500:], y[1500:], 10, 0, lam=1e-2)
+    assert strong.sparsity > 0.4 and strong.accuracy > 60.0
+    assert strong.sparsity > head.sparsity
+
+
+# ---- step 3: attribution ----------------------------------------------------------------------------------------
+
+def test_integrated_gradients_on_the_linear_head_is_exact(setup):
+    head = setup["head"].linear
+    x = setup["margins"][:20].float()
+    attr = concept_attributions(head, x, target=0, steps=8)
+    completeness = head(x)[:, 0] - head(torch.zeros_like(x))[:, 0]
+    assert torch.allclose(attr.sum(1), completeness, atol=1e-4)
+    assert torch.allclose(attr, head.weight[0] * x, atol=1e-4)
+
+
+def test_ranking_by_weight_and_by_ig(setup):
+    head = setup["head"].linear
+    by_weight = rank_concepts(head, 0, "weight")
+    assert by_weight[0] == int(head.weight[0].argmax()) and sorted(by_weight) == list(range(len(CONCEPTS)))
+    margins = torch.rand(30, len(CONCEPTS)) + 1
+    by_ig = rank_concepts(head, 0, "ig", margins, steps=4)
+    assert by_ig[0] == int((head.weight[0] * margins.mean(0)).argmax())
+
+
+def test_peak_centre_finds_the_hot_window():
+    attr = torch.zeros(2, 1, 28, 28)
+    attr[0, 0, 3:6, 20:23] = 1.0
+    attr[1, 0, 25, 25] = 1.0
+    assert peak_centres(attr, 3).tolist()[0] == [4, 21]
+    assert peak_centres(attr, 3).tolist()[1][0] >= 24
+
+
+# ---- step 4: donor ----------------------------------------------------------------------------------------------
+
+def test_donor_rules_on_a_hand_made_head():
+    w = torch.tensor([[5.0, 4.0, 0.0],   # class 0: top concepts 0, 1
+                      [3.0, 0.0, 1.0],   # class 1: weighs concept 0 most after class 0, its own top-1 is 0
+                      [0.0, 3.5, 4.0]])  # class 2: own top-1 is concept 2
+    assert choose_donor(w, 0, [0, 1, 2], 5, "confusion") == (1, "confusion", 0)
+    w[1] = torch.tensor([3.0, 0.0, 9.0])  # class 1's own top-1 moves to concept 2: no confusion on concept 0 or 1
+    assert choose_donor(w, 0, [0, 1, 2], 2, "confusion") == (1, "shared", 0)
+    assert choose_donor(w, 0, [0, 1, 2], 5, "shared") == (1, "shared", 0)
+
+
+def test_donor_differs_from_the_forget_class_and_is_fixed_by_the_seed(setup):
+    _, a, _ = run_method(setup, concept_poison_epochs=1)
+    _, b, _ = run_method(setup, concept_poison_epochs=1)
+    assert a["donor"] != 0 and a["donor"] == b["donor"] and a["top_concepts"] == b["top_concepts"]
+    assert len(a["top_concepts"]) == 5 and all(n in CONCEPTS for n in a["top_concepts"])
+
+
+# ---- step 5: poisoning ------------------------------------------------------------------------------------------
+
+def test_label_rules():
+    true = torch.full((20000,), 3)
+    assert poison_labels(true, "targeted", 7, 10, 0).eq(7).all()
+    assert poison_labels(true, "keep", 7, 10, 0).equal(true)
+    rand = poison_labels(true, "random", 7, 10, 0)
+    assert abs(float((rand == 3).double().mean()) - 0.1) < 0.01  # the true class too, about 1/C
+    assert set(rand.tolist()) == set(range(10))
+    assert rand.equal(poison_labels(true, "random", 7, 10, 0))
+    assert not rand.equal(poison_labels(true, "random", 7, 10, 1))
+
+
+def test_image_modes_change_only_patches():
+    forget = torch.zeros(6, 1, 28, 28)
+    donors = torch.ones(4, 1, 28, 28) * torch.arange(1, 5).view(4, 1, 1, 1)
+    patch = default_patch(28)
+    assert patch == 8
+    peak = lambda x: torch.full((len(x), 2), 10)  # noqa: E731
+    assert poison_images(forget, donors, "none", patch, 0).equal(forget)
+    full = poison_images(forget, donors, "full", patch, 0)
+    assert all(any(img.equal(d) for d in donors) for img in full)
+    for mode in ("localized", "center", "random"):
+        out = poison_images(forget, donors, mode, patch, 0, forget_peaks=lambda x: [peak(x)], donor_peak=peak)
+        changed = (out != forget).flatten(1).sum(1)
+        assert changed.eq(patch * patch).all(), mode  # one donor patch per image, nothing else
+    loc = poison_images(forget, donors, "localized", patch, 0, forget_peaks=lambda x: [peak(x)], donor_peak=peak)
+    assert (loc[:, :, 6:14, 6:14] != 0).all()  # centred on the peak (10, 10)
+    two = poison_images(forget, donors, "localized", patch, 0, donor_peak=peak,
+                        forget_peaks=lambda x: [peak(x), torch.full((len(x), 2), 22)])
+    assert (two != forget).flatten(1).sum(1).eq(2 * patch * patch).all()  # top-M = 2: two patches
+
+
+@pytest.mark.parametrize("mode", ["none", "localized"])
+def test_only_forget_rows_are_poisoned(setup, monkeypatch, mode):
+    seen = {}
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images, y=labels) or [])
+    _, traces, _ = run_method(setup, concept_poison_mode=mode)
+    data, split = setup["data"], setup["split"]
+    n_r = len(split.remain)
+    assert len(seen["y"]) == n_r + len(split.forget)
+    assert seen["x"][:n_r].equal(data.train.images[split.remain])
+    assert seen["y"][:n_r].equal(data.train.labels[split.remain])
+    assert seen["y"][n_r:].eq(traces["donor"]).all()  # targeted: every forget row now says donor
+    poisoned = seen["x"][n_r:]
+    clean = data.train.images[split.forget]
+    if mode == "none":
+        assert poisoned.equal(clean)
+    else:
+        changed = (poisoned != clean).flatten(1).sum(1)
+        assert changed.max() <= 64 and changed.float().mean() > 10
+
+
+# ---- step 6 and the whole method --------------------------------------------------------------------------------
+
+def test_last_layer_only_leaves_every_other_parameter_bitwise(setup):
+    model, _, _ = run_method(setup, concept_poison_epochs=2)
+    before = dict(setup["original"].named_parameters())
+    head = {id(p) for p in model.classifier.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in head:
+            assert not torch.equal(p, before[name]), name
+        else:
+            assert torch.equal(p, before[name]), name
+        assert p.requires_grad, name  # restored after fine-tuning
+
+
+def test_all_layers_moves_the_backbone(setup):
+    model, _, _ = run_method(setup, concept_poison_epochs=1, concept_poison_layers="all")
+    assert not torch.equal(model.embed.weight, setup["original"].embed.weight)
+
+
+def test_targeted_poisoning_forgets_and_keeps_the_rest(setup):
+    data, cfg = setup["data"], setup["cfg"]
+    before = accuracies(setup["original"], setup)
+    model, traces, _ = run_method(setup)
+    after = accuracies(model, setup)
+    assert after["forget_acc"] <= 5.0 and after["test_forget_acc"] <= 5.0, after
+    assert after["test_remain_acc"] >= before["test_remain_acc"] - 2.0, (before, after)
+    row = ROW_METRICS["concept_poison"](model, setup["original"], setup["task"], cfg, traces["_state"])
+    assert row["donor_absorption"] > 90.0
+    assert 0.0 <= row["shared_concept_retention"] <= 100.0
+    fr_original = forgetting_rate(setup["original"], setup["original"], data, 0, 0)
+    assert row["fr"] >= fr_original
+
+
+def test_keep_labels_never_forget(setup):
+    model, _, _ = run_method(setup, concept_poison_labels="keep")
+    after = accuracies(model, setup)
+    assert after["forget_acc"] > 90.0
+
+
+def test_nmf_bank_discovers_concepts(setup):
+    cfg = validate(Config(**{**setup["cfg"].__dict__, "concept_bank": "nmf", "concept_nmf_components": 6}))
+    bank = cp.build_bank(cfg, setup["original"], setup["task"], setup["rows"][:1000])
+    assert bank.names == [f"nmf_{j}" for j in range(6)] and bank.vectors.shape == (6, 256)
+    assert sum(a > 0.7 for a in bank.val_accuracy.values()) >= 4, bank.val_accuracy
+
+
+def test_registered_with_a_search_space():
+    assert "concept_poison" in METHODS and set(SEARCH_SPACES["concept_poison"]) <= set(Config.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method=concept_poison", "--scenario=random"], "scenario=class"),
+    (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
+    (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
+])
+def test_config_errors(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", *args, f"--out_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_main_records_the_metrics_and_the_donor(data_root, tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", "--method=concept_poison", f"--data_root={data_root}",
+                           "--train_limit=3000", "--test_limit=1000", "--train_epochs=2", "--seeds=0",
+                           "--concept_examples=1500", "--concept_poison_epochs=3", "--compare_retrain=false",
+                           f"--out_dir={tmp_path}", "--num_threads=2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    row = doc["seeds"][0]
+    assert {"fr", "donor_absorption", "shared_concept_retention"} <= set(row)
+    traces = doc["meta"]["per_seed"][0]["traces"]
+    assert traces["donor"] != 0 and len(traces["top_concepts"]) == 5 and "_state" not in traces
