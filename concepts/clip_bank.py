@@ -1,0 +1,318 @@
+"""The ``clip`` concept bank: concept words as CLIP text embeddings, images through CLIP's image encoder.
+
+This is the paper's bank (Chang et al., arXiv 2405.15662). The release's
+``learn_concepts_multimodal.py`` (``learn_conceptbank``) tokenises each concept word on
+its own (the prompt is the bare word), embeds it with CLIP RN50's text encoder and
+divides the embedding by its norm; the PCBM head is then trained on the *unnormalised*
+CLIP image embeddings (``backbone.encode_image``) of images resized to 224 px and
+normalised with CLIP's mean and std (``CLIP_MEAN`` / ``CLIP_STD`` and ``clip_normalize``
+in ``revision/concept_tools.py``). Here the model comes from ``open_clip``
+(``open_clip_torch``), whose ``RN50`` / ``openai`` weights are OpenAI's.
+
+Concept words. The release pulls them from ConceptNet (``get_single_concept_data``: the
+HasA, MadeOf, HasProperty, IsA (weight > 1) and PartOf edges of every class name),
+lemmatises them (``clean_concepts``) and drops the class names themselves. There is no
+network here, so ``WORDS`` holds fixed stand-ins for that pull: part / material /
+property words of the kind those edges give for the CIFAR-10 and CIFAR-100 classes, and
+short visual words for MNIST and Fashion-MNIST (ConceptNet says little about digits).
+No list contains a class name. A ``words_file`` (one word per line; blank lines and
+``#`` comments skipped) replaces the built-in list, e.g. with a real ConceptNet pull.
+
+Weights. open_clip keeps the tagged weights in the Hugging Face hub cache
+(``huggingface_hub``'s ``HF_HUB_CACHE``, ~/.cache/huggingface/hub unless ``HF_HOME`` /
+``HF_HUB_CACHE`` say otherwise) when the tag has a hub copy, else in ~/.cache/clip. The
+cache is tried first with the hub set offline; only if the weights are missing and
+their host answers within a few seconds is a download attempted, so an offline machine
+gets a ``ConceptError`` at once instead of the hub client's minute of retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+
+from concepts import ConceptError
+from concepts.bank import ConceptBank
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PROBE_TIMEOUT_S = 3.0  # how long the weights' host may take to answer before it counts as unreachable
+TEXT_BATCH = 256
+
+# Stored pixel scale per dataset (data/datasets.py): MNIST family float in [0, 1]; CIFAR uint8 in [0, 255]
+# (and attribution hands CIFAR images over as ``.float()`` of the stored bytes, still 0..255).
+PIXEL_SCALE: dict[str, float] = {"mnist": 1.0, "fashion_mnist": 1.0, "cifar10": 255.0, "cifar100": 255.0}
+
+WORDS: dict[str, tuple[str, ...]] = {
+    # airplane automobile bird cat deer dog frog horse ship truck
+    "cifar10": (
+        "fur", "whiskers", "paws", "claws", "tail", "pointed ears", "snout", "fangs", "collar", "leash",
+        "antlers", "hooves", "mane", "saddle", "bridle", "long legs", "spots", "feathers", "beak", "wings",
+        "nest", "talons", "eggs", "webbed feet", "slimy skin", "bulging eyes", "pond", "lily pad", "grass",
+        "barn", "metal", "engine", "wheels", "tires", "windshield", "headlights", "bumper", "license plate",
+        "doors", "steering wheel", "seats", "highway", "cargo", "trailer", "cab", "exhaust pipe", "jet engine",
+        "propeller", "cockpit", "runway", "fuselage", "landing gear", "sky", "clouds", "hull", "deck", "sail",
+        "mast", "anchor", "water", "waves", "harbor", "smokestack", "portholes", "furry", "green", "brown",
+        "white", "shiny", "fast", "pet", "mammal", "amphibian", "vehicle", "aircraft", "boat", "machine",
+    ),
+    # the 100 fine classes, by superclass
+    "cifar100": (
+        # aquatic mammals, fish
+        "flippers", "blowhole", "dam", "flat tail", "whiskers", "wet fur", "ocean", "fins", "gills", "scales",
+        "sharp teeth", "aquarium", "river",
+        # flowers
+        "petals", "stem", "thorns", "pollen", "seeds", "bouquet", "vase", "garden", "bloom",
+        # food containers
+        "glass", "ceramic", "porcelain", "handle", "lid", "rim", "label", "saucer", "aluminum", "soup",
+        "coffee", "drink",
+        # fruit and vegetables
+        "peel", "core", "juice", "pulp", "citrus", "vegetable", "fruit", "cap", "spores", "sweet", "sour",
+        "crunchy", "ripe",
+        # household electrical devices
+        "screen", "keys", "buttons", "cord", "plug", "light bulb", "lampshade", "clock face", "numbers",
+        "clock hands", "dial", "receiver", "antenna", "remote control", "electricity",
+        # furniture
+        "wood", "cushions", "pillow", "mattress", "blanket", "drawers", "shelf", "backrest", "armrest",
+        "upholstery", "hangers", "legs",
+        # insects
+        "antennae", "wings", "stinger", "honey", "hive", "exoskeleton", "six legs", "cocoon", "larva", "insect",
+        # large carnivores
+        "fur", "claws", "fangs", "mane", "stripes", "spots", "paws", "predator", "den", "pack",
+        # large man-made outdoor things
+        "tower", "windows", "roof", "walls", "chimney", "door", "brick", "concrete", "steel", "cables", "arch",
+        "turret", "moat", "asphalt", "lane markings", "city", "building",
+        # large natural outdoor scenes
+        "sky", "snow", "peak", "rock", "sand", "beach", "waves", "water", "trees", "grassland", "horizon",
+        "fog", "rain",
+        # large omnivores and herbivores
+        "hump", "horns", "hooves", "udder", "trunk", "tusks", "big ears", "pouch", "long tail", "desert",
+        "farm", "ape", "herd",
+        # medium mammals
+        "quills", "bushy tail", "mask", "striped tail", "nocturnal",
+        # non-insect invertebrates
+        "shell", "pincers", "slime", "web", "eight legs", "soil", "seafood",
+        # people
+        "face", "hair", "eyes", "nose", "mouth", "hands", "arms", "smile", "beard", "clothes", "person",
+        "child", "adult",
+        # reptiles
+        "scaly skin", "forked tongue", "jaws", "fossil", "swamp", "coil", "venom", "reptile",
+        # small mammals
+        "long ears", "cheek pouches", "burrow", "nuts", "rodent", "carrot",
+        # trees
+        "bark", "branches", "leaves", "roots", "needles", "pine cone", "acorn", "fronds", "coconut", "autumn",
+        # vehicles
+        "wheels", "tires", "handlebars", "pedals", "chain", "seat", "engine", "passengers", "rails",
+        "headlights", "windshield", "truck bed", "helmet", "station", "blade", "tracks", "cannon", "nose cone",
+        "flames", "smoke", "launch pad", "overhead wires", "plow", "military", "space",
+        # properties and kinds
+        "red", "green", "yellow", "brown", "white", "black", "pink", "round", "tall", "large", "wild",
+        "mammal", "vehicle", "furniture", "container", "plant", "animal", "machine",
+    ),
+    # digits 0-9
+    "mnist": (
+        "circle", "oval", "loop", "two loops", "closed loop", "open loop", "straight line", "vertical line",
+        "horizontal line", "diagonal line", "curve", "arc", "hook", "corner", "sharp angle", "crossing lines",
+        "hole", "tail", "stroke", "thick stroke", "thin stroke", "slant", "zigzag", "spiral", "handwriting", "ink",
+    ),
+    # T-shirt/top trouser pullover dress coat sandal shirt sneaker bag ankle boot
+    "fashion_mnist": (
+        "sleeve", "long sleeves", "short sleeves", "collar", "neckline", "hood", "buttons", "zipper", "pocket",
+        "heel", "high heel", "sole", "strap", "laces", "buckle", "toe", "open toe", "ankle", "handle",
+        "shoulder strap", "waistband", "belt loops", "hem", "skirt", "knit", "wool", "cotton", "denim",
+        "leather", "rubber", "canvas", "stripes", "logo", "print", "folds", "fabric",
+    ),
+}
+
+
+def read_words(path: str | Path) -> list[str]:
+    """One concept per line; text after ``#`` and blank lines are skipped, repeats kept once (first place)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConceptError(f"concept_words file {path} cannot be read ({err.strerror or err})") from None
+    words = [line.split("#", 1)[0].strip() for line in lines]
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def concept_words(dataset: str, words_file: str = "") -> list[str]:
+    """The concept words: ``words_file``'s if given, else the built-in list for ``dataset``."""
+    if words_file:
+        words = read_words(words_file)
+        if not words:
+            raise ConceptError(f"concept_words file {words_file} lists no concept words")
+        return words
+    if dataset not in WORDS:
+        raise ConceptError(f"no built-in concept words for dataset {dataset!r} (have {', '.join(WORDS)}); "
+                           "set concept_words to a file with one word per line")
+    return list(WORDS[dataset])
+
+
+def to_clip_input(images: torch.Tensor, size: tuple[int, int], pixel_scale: float | None = None) -> torch.Tensor:
+    """Stored images (N x 1|3 x H x W) -> CLIP's input: [0, 1], three channels, ``size``, CLIP-normalised.
+
+    ``pixel_scale`` is what the stored values are divided by (255 for CIFAR bytes, 1 for
+    MNIST floats); None takes 255 for uint8 and 1 otherwise. Differentiable in ``images``.
+    """
+    scale = pixel_scale if pixel_scale is not None else (255.0 if images.dtype == torch.uint8 else 1.0)
+    x = images.to(torch.float32) / scale
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class ClipEmbedder:
+    """Stored images -> CLIP image embeddings (``encode_image``, not normalised), with gradients to the images.
+
+    The model is frozen (no parameter takes gradients) and stays in eval mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, image_size: tuple[int, int], pixel_scale: float | None,
+                 device: torch.device) -> None:
+        self.model = model
+        self.image_size = image_size
+        self.pixel_scale = pixel_scale
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_clip_input(images.to(self.device), self.image_size, self.pixel_scale)
+        return self.model.encode_image(x).float()
+
+
+def _image_size(open_clip: ModuleType, model: torch.nn.Module) -> tuple[int, int]:
+    size = getattr(model.visual, "image_size", None) or open_clip.get_model_preprocess_cfg(model)["size"]
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``url``'s host answers an HTTP request at all (any status) within ``timeout`` seconds."""
+    parts = urlparse(url)
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{parts.scheme}://{parts.netloc}/", method="HEAD"),
+                               timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # URLError, DNS failure and timeouts are OSErrors
+        return False
+    return True
+
+
+@contextmanager
+def _quiet_cache_only(hub: ModuleType | None) -> Iterator[None]:
+    """Hub downloads off (cache only) and open_clip's error log muted, for the first, cache-only attempt."""
+    muted = logging.root.manager.disable
+    logging.disable(max(muted, logging.ERROR))
+    old = None
+    if hub is not None:
+        old, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = old
+        logging.disable(muted)
+
+
+def _hub_constants(open_clip: ModuleType) -> ModuleType | None:
+    """``huggingface_hub.constants`` when open_clip downloads through the hub, else None."""
+    if not open_clip.pretrained.has_hf_hub():
+        return None
+    import huggingface_hub.constants
+
+    return huggingface_hub.constants
+
+
+def _load_model(open_clip: ModuleType, model_name: str, pretrained: str, device: torch.device) -> torch.nn.Module:
+    """open_clip's ``model_name`` with weights ``pretrained`` (a tag or a file; '' = random init)."""
+    if model_name not in open_clip.list_models():
+        raise ConceptError(f"concept_clip_model {model_name!r} is not an open_clip architecture "
+                           "(open_clip.list_models() lists them; the release uses RN50)")
+    if not pretrained:
+        return open_clip.create_model(model_name, pretrained=None, device=device)
+    if os.path.isfile(pretrained):
+        try:
+            return open_clip.create_model(model_name, pretrained=pretrained, device=device)
+        except Exception as err:  # open_clip raises RuntimeError / KeyError / pickling errors for a bad file
+            raise ConceptError(f"concept_bank=clip: {pretrained} does not load into open_clip {model_name} "
+                               f"({type(err).__name__}: {err})") from None
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
+        raise ConceptError(f"concept_clip_pretrained {pretrained!r} is neither an open_clip weights tag of "
+                           f"{model_name} (tags: {tags}) nor a file")
+    hub = _hub_constants(open_clip)
+    if hub is not None and cfg.get("hf_hub"):  # open_clip prefers the hub copy when there is one
+        where = f"the Hugging Face hub cache {hub.HF_HUB_CACHE} (repo {cfg['hf_hub'].rstrip('/')})"
+        url, cached = hub.ENDPOINT, None
+    elif not cfg.get("url"):
+        raise ConceptError(f"concept_bank=clip: open_clip weights {model_name} pretrained={pretrained!r} are only on "
+                           "the Hugging Face hub: pip install huggingface_hub")
+    else:
+        hub = None
+        where = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg.get("url", "")))
+        url, cached = cfg.get("url", ""), os.path.isfile(where)
+    # OpenAI's CLIP (and its tags' weights) uses QuickGELU; open_clip's plain names do not
+    kwargs = {"pretrained": pretrained, "device": device, "force_quick_gelu": bool(cfg.get("quick_gelu", False))}
+    if cached is not False:
+        try:
+            with _quiet_cache_only(hub):
+                return open_clip.create_model(model_name, **kwargs)
+        except Exception:  # not cached (or unreadable): try the network below
+            pass
+    host = urlparse(url).netloc or url
+    if (hub is not None and hub.HF_HUB_OFFLINE) or not _reachable(url):
+        why = "HF_HUB_OFFLINE is set" if hub is not None and hub.HF_HUB_OFFLINE else f"{host} is unreachable"
+        raise ConceptError(f"concept_bank=clip: open_clip weights {model_name} pretrained={pretrained!r} are not in "
+                           f"{where} and {why}; run once online to cache them, or use concept_bank=cav or nmf")
+    try:
+        return open_clip.create_model(model_name, **kwargs)
+    except Exception as err:  # the hub client, urllib and checksum failures share no base class
+        raise ConceptError(f"concept_bank=clip: open_clip weights {model_name} pretrained={pretrained!r} could not "
+                           f"be downloaded from {host} into {where} ({type(err).__name__}); run again online, "
+                           "or use concept_bank=cav or nmf") from None
+
+
+@torch.no_grad()
+def _text_vectors(open_clip: ModuleType, model: torch.nn.Module, model_name: str, words: list[str],
+                  device: torch.device) -> torch.Tensor:
+    """K x D unit-norm text embeddings of the bare words, float32 on the CPU."""
+    tokenizer = open_clip.get_tokenizer(model_name)
+    parts = [model.encode_text(tokenizer(words[i:i + TEXT_BATCH]).to(device)).float().cpu()
+             for i in range(0, len(words), TEXT_BATCH)]
+    vectors = torch.cat(parts)
+    return (vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)).contiguous()
+
+
+def build_clip_bank(dataset: str, model_name: str = "RN50", pretrained: str = "openai", words_file: str = "",
+                    device: torch.device | str = "cpu") -> ConceptBank:
+    """The ``clip`` bank: ``concept_words`` as CLIP text vectors (intercepts 0), CLIP images as the embedding.
+
+    ``pretrained`` is an open_clip weights tag of ``model_name`` or a weights file; ''
+    builds a randomly initialised model (tests only). Raises ``ConceptError`` with one
+    line when open_clip_torch is missing or the weights are neither cached nor reachable.
+    """
+    try:
+        import open_clip
+    except ImportError:
+        raise ConceptError("concept_bank=clip needs open_clip_torch: pip install open_clip_torch") from None
+    words = concept_words(dataset, words_file)
+    device = torch.device(device)
+    model = _load_model(open_clip, model_name, pretrained, device)
+    model.eval().requires_grad_(False)
+    vectors = _text_vectors(open_clip, model, model_name, words, device)
+    embed = ClipEmbedder(model, _image_size(open_clip, model), PIXEL_SCALE.get(dataset), device)
+    return ConceptBank("clip", words, vectors, torch.zeros(len(words)), embed, {})
