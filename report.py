@@ -38,12 +38,13 @@ def scalar_keys(rows: list[dict[str, Any]]) -> tuple[str, ...]:
 def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """Mean and population standard deviation (numpy's ``std``, ddof=0) of each key over seeds.
 
-    A key that is NaN for every seed (an empty test class on a tiny slice) gives null.
+    A key that is NaN or absent for every seed (an empty test class on a tiny slice; a method-specific
+    key on another method's row) gives null.
     """
     keys = scalar_keys(rows) if keys is None else keys
     mean, std = {}, {}
     for key in keys:
-        values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+        values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
         finite = values[~np.isnan(values)]
         mean[key] = json_safe(finite.mean()) if len(finite) else None
         std[key] = json_safe(finite.std()) if len(finite) else None
@@ -74,7 +75,7 @@ def results_document(cfg: Config, rows: list[dict[str, Any]], meta: dict[str, An
 def _fmt(x: float | None, key: str) -> str:
     if x is None:
         return "-"
-    return f"{x:.3f}" if key == "mia" else f"{x:.2f}"
+    return f"{x:.3f}" if key in ("mia", "fr") else f"{x:.2f}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -105,8 +106,10 @@ def table_keys(scenario: str) -> tuple[str, ...]:
 
 
 def row_name(cell: dict[str, Any]) -> str:
-    """A table row's name: the method, with `` (tuned)`` when its stored config layered a tuned file."""
-    return f"{cell['method']} (tuned)" if (cell.get("config") or {}).get("tuned") else cell["method"]
+    """A table row's name: the method, with `` (tuned)`` when its stored config layered a tuned file and
+    `` (VARIANT)`` for a reproduce.py --variant cell."""
+    tags = [t for t in ("tuned" if (cell.get("config") or {}).get("tuned") else "", cell.get("variant") or "") if t]
+    return f"{cell['method']} ({', '.join(tags)})" if tags else cell["method"]
 
 
 def group_cells(cells: list[dict[str, Any]], method_order: list[str] | tuple[str, ...] = ()
@@ -178,13 +181,63 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
     return "\n".join(lines) + "\n" if len(lines) > 2 else None
 
 
+def fill_gaps(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells run with ``compare_retrain=false`` get their gaps from the stored retrain cell of the same split.
+
+    The retrain cell's row is the retrained model evaluated on that split with that seed,
+    which is what ``compare_to_retrain`` would compute again; such rows say so in
+    ``gap_source``. Cells that carry their own gaps, and cells with no retrain cell, stay as they are.
+    """
+    from eval.evaluate import METRICS
+    from eval.gaps import avg_gap, gaps
+
+    retrain = {(c["dataset"], c["scenario"], c["seed"]): c["row"] for c in cells if c["method"] == "retrain"}
+    out = []
+    for cell in cells:
+        ref = retrain.get((cell["dataset"], cell["scenario"], cell["seed"]))
+        if cell["method"] != "retrain" and "gap" not in cell["row"] and ref is not None:
+            reference = {k: ref[k] for k in METRICS if k in ref}
+            gap = gaps({k: v for k, v in cell["row"].items() if k in reference}, reference)
+            cell = {**cell, "row": {**cell["row"], "retrain": reference, "gap": gap, "avg_gap": avg_gap(gap),
+                                    "gap_source": "retrain cell"}}
+        out.append(cell)
+    return out
+
+
+CONCEPT_KEYS = ("remain_acc", "forget_acc", "test_remain_acc", "test_forget_acc", "mia", "fr", "donor_absorption",
+                "shared_concept_retention", "avg_gap")
+CONCEPT_HEADERS = {**HEADERS, "fr": "Fr", "donor_absorption": "donor abs. %",
+                   "shared_concept_retention": "shared ret. %"}
+
+
+def concept_table(cells: list[dict[str, Any]], dataset: str, scenario: str) -> str | None:
+    """Markdown: the concept method's rows beside CaMU and retrain, its own measures, and what each seed chose."""
+    mine = [c for c in fill_gaps([c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario)])
+            if c["method"] in ("concept_poison", "camu", "retrain")]
+    if not any(c["method"] == "concept_poison" for c in mine):
+        return None
+    by_method = group_cells(mine, ("retrain", "camu", "concept_poison"))[(dataset, scenario)]
+    lines = ["| method | " + " | ".join(CONCEPT_HEADERS[k] for k in CONCEPT_KEYS) + " |",
+             "|---|" + "---:|" * len(CONCEPT_KEYS)]
+    for name, rows in by_method.items():
+        mean, std = summarize(rows, CONCEPT_KEYS)
+        lines.append(f"| {name} | " + " | ".join(_pm(mean[k], std[k], k, " ± ") for k in CONCEPT_KEYS) + " |")
+    lines += ["", "| method | seed | donor (rule, via concept) | top concepts (PCBM weight order) |",
+              "|---|---:|---|---|"]
+    for c in sorted((c for c in mine if c["method"] == "concept_poison"), key=lambda c: (row_name(c), c["seed"])):
+        t = (c.get("meta") or {}).get("traces") or {}
+        lines.append(f"| {row_name(c)} | {c['seed']} | {t.get('donor')} ({t.get('donor_rule')}, "
+                     f"{t.get('donor_concept')}) | {', '.join(t.get('top_concepts') or [])} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = ()
                  ) -> list[Path]:
     """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths."""
     from storage import write_bytes
 
     written, combined = [], ["# Results: mean ± std over seeds", ""]
-    for (dataset, scenario), by_method in group_cells(cells, method_order).items():
+    for (dataset, scenario), by_method in group_cells(fill_gaps(cells), method_order).items():
         stem = folder / f"{dataset}-{scenario}"
         for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex")):
             written.append(write_bytes(stem.with_suffix(suffix),
@@ -192,6 +245,9 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         gap_md = gap_table(by_method)
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
+        concept_md = concept_table(cells, dataset, scenario)
+        if concept_md is not None:
+            written.append(write_bytes(folder / f"{dataset}-{scenario}-concepts.md", concept_md.encode()))
         seeds = sorted({r["seed"] for rows in by_method.values() for r in rows})
         counts = ", ".join(f"{m} {len(rows)}" for m, rows in by_method.items())
         combined += [f"## {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal", "",

@@ -22,6 +22,7 @@ in this process (default), by ``--workers=N`` processes (one GPU each), or as SL
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ FLAGS = [
     ("--workers=N", "local: N worker processes, one GPU each when there are GPUs (default 1: this process)"),
     ("--wait", "submitit: wait for the jobs, then write the tables"),
     ("--dry-run", "print the plan (cells, models, jobs, device-hours) and write nothing"),
+    ("--variant=NAME", "a named set of --key=value overrides: cells METHOD-NAME-seedN.json beside the published "
+                       "ones, rows 'METHOD (NAME)'; retrain keeps its published cells"),
     ("-h, --help", "this text"),
 ]
 
@@ -74,14 +77,20 @@ class Cell:
     method: str
     seed: int
     tuned: bool = False  # the method's tuned keys (tuned=true) layered over the preset
+    variant: str = ""  # --variant=NAME: a named set of overrides, stored beside the published cells
 
     def path(self, out_dir: Path) -> Path:
-        name = f"{self.method}-tuned" if self.tuned else self.method
+        name = cell_name(self.method, self.tuned, self.variant)
         return out_dir / "cells" / f"{self.dataset}-{self.scenario}" / f"{name}-seed{self.seed}.json"
 
     def header(self) -> dict[str, Any]:
-        """The cell document's header (``tuned`` only when set, so published cells keep their form)."""
-        return {k: v for k, v in asdict(self).items() if k != "tuned" or v}
+        """The cell document's header (``tuned`` / ``variant`` only when set, so published cells keep their form)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("tuned", "variant") or v}
+
+
+def cell_name(method: str, tuned: bool, variant: str) -> str:
+    """``METHOD[-tuned][-VARIANT]``: the stem of a cell's file and of its run folder."""
+    return method + ("-tuned" if tuned else "") + (f"-{variant}" if variant else "")
 
 
 @dataclass
@@ -92,6 +101,7 @@ class Plan:
     overrides: list[str]
     out_dir: Path
     table_only: bool
+    variant: str = ""
 
     def axis(self, key: str) -> list:
         value = self.grid[key]
@@ -104,7 +114,8 @@ class Plan:
         return bool(values) and _coerce("tuned", values[-1], bool)
 
     def cells(self) -> list[Cell]:
-        return [Cell(d, s, m, seed, self.tuned and m != "retrain") for d in self.axis("datasets")
+        return [Cell(d, s, m, seed, self.tuned and m != "retrain", "" if m == "retrain" else self.variant)
+                for d in self.axis("datasets")
                 for s in self.axis("scenarios") for seed in self.axis("seeds") for m in self.axis("methods")]
 
 
@@ -118,7 +129,7 @@ def _split_list(key: str, text: str) -> list[str]:
 def parse_plan(argv: list[str]) -> Plan:
     """Grid axes, output folder and switches; every other ``--key=value`` is left for the config."""
     grid: dict[str, list | None] = dict.fromkeys(GRID_KEYS)
-    overrides, out_dir, table_only = [], "results", False
+    overrides, out_dir, table_only, variant = [], "results", False, ""
     for arg in argv:
         if arg in ("--table-only", "--table_only"):
             table_only = True
@@ -128,6 +139,10 @@ def parse_plan(argv: list[str]) -> Plan:
         key, value = arg[2:].split("=", 1)
         if key == "out_dir":
             out_dir = value
+        elif key == "variant":
+            if not re.fullmatch(r"[a-z0-9_]+", value):
+                raise ConfigError(f"--variant: {value!r} must be lower-case letters, digits or _")
+            variant = value
         elif key in GRID_KEYS:
             grid[key] = _split_list(key, value)
         elif key in ("dataset", "scenario", "method", "run_name"):
@@ -150,13 +165,13 @@ def parse_plan(argv: list[str]) -> Plan:
         grid["seeds"] = seeds
     if not out_dir:
         raise ConfigError("out_dir: must not be empty")
-    return Plan(grid, overrides, Path(out_dir), table_only)
+    return Plan(grid, overrides, Path(out_dir), table_only, variant)
 
 
 def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
     """The scenario's preset, the user's overrides, then the cell's method and folders."""
     preset = HERE / "configs" / f"{dataset}_{scenario}.yaml"
-    name = f"{method}-tuned" if plan.tuned and method != "retrain" else method
+    name = cell_name(method, plan.tuned and method != "retrain", "" if method == "retrain" else plan.variant)
     argv = [str(preset), *plan.overrides, f"--method={method}", f"--out_dir={plan.out_dir}",
             f"--run_name={dataset}-{scenario}-{name}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]
     if not any(o.startswith("--relearn=") for o in plan.overrides):

@@ -115,6 +115,32 @@ def test_tables_mean_pm_std_in_three_formats(tmp_path):
         scenario_table({"camu": [cells[2]["row"]]}, "class", "html")
 
 
+def test_variant_cells_sit_beside_the_published_ones_and_take_gaps_from_retrain_cells(tmp_path):
+    plan = reproduce.parse_plan(["--datasets=mnist", "--scenarios=class", "--methods=concept_poison,retrain",
+                                 "--seeds=0", "--variant=random", "--concept_poison_labels=random"])
+    cells = {c.method: c for c in plan.cells()}
+    assert cells["concept_poison"].path(tmp_path).name == "concept_poison-random-seed0.json"
+    assert cells["retrain"].path(tmp_path).name == "retrain-seed0.json"  # retrain keeps its published cells
+    assert cells["concept_poison"].header()["variant"] == "random" and "variant" not in cells["retrain"].header()
+    assert "--concept_poison_labels=random" in plan.overrides
+    with pytest.raises(reproduce.ConfigError, match="variant"):
+        reproduce.parse_plan(["--variant=Bad Name"])
+    retrain = _fake_cell("mnist", "class", "retrain", 0, 90.0, 0.2)
+    mine = {"dataset": "mnist", "scenario": "class", "method": "concept_poison", "seed": 0, "variant": "random",
+            "row": {"seed": 0, "remain_acc": 95.0, "forget_acc": 4.0, "test_acc": 88.0, "test_remain_acc": 97.0,
+                    "test_forget_acc": 2.0, "mia": 0.3, "unlearn_time_s": 1.0, "fr": 0.75, "donor_absorption": 90.0,
+                    "shared_concept_retention": 96.0},
+            "meta": {"traces": {"donor": 6, "donor_rule": "confusion", "donor_concept": "loops",
+                                "top_concepts": ["loops", "tall"]}}}
+    write_tables([retrain, mine], tmp_path, ["retrain", "concept_poison"])
+    gaps = (tmp_path / "mnist-class-gaps.md").read_text()
+    # |95-90|, |4-0|, |88-90|, |0.3-0.2| x 100 -> avg (5 + 4 + 2 + 10) / 4
+    assert "| concept_poison (random) | 4.00 ± 0.00 | 5.00 ± 0.00 | 2.00 ± 0.00 | 10.00 ± 0.00 | 5.25 ± 0.00 |" in gaps
+    concepts = (tmp_path / "mnist-class-concepts.md").read_text()
+    assert "| concept_poison (random) | 95.00 ± 0.00 |" in concepts and "0.750 ± 0.000" in concepts
+    assert "| concept_poison (random) | 0 | 6 (confusion, loops) | loops, tall |" in concepts
+
+
 def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
     cells = [_fake_cell("mnist", "random", "retrain", s, 90.0, 0.5) for s in (0, 1)]
     steps, mean, std = mean_series([c["row"]["relearn"] for c in cells])
