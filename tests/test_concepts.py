@@ -285,3 +285,16 @@ def test_main_records_the_metrics_and_the_donor(data_root, tmp_path):
     assert {"fr", "donor_absorption", "shared_concept_retention"} <= set(row)
     traces = doc["meta"]["per_seed"][0]["traces"]
     assert traces["donor"] != 0 and len(traces["top_concepts"]) == 5 and "_state" not in traces
+
+
+def test_clip_bank_runs_the_method_steps_with_random_weights(setup):
+    """The paper's bank through steps 1-4 with a randomly initialised open_clip RN50 (no download)."""
+    pytest.importorskip("open_clip")
+    cfg = validate(Config(**{**setup["cfg"].__dict__, "concept_bank": "clip", "concept_clip_pretrained": ""}))
+    rows = setup["rows"][:48]
+    bank = cp.build_bank(cfg, setup["original"], setup["task"], rows)
+    assert bank.kind == "clip" and len(bank.names) == bank.vectors.shape[0] > 10
+    head, margins = cp.fit_head(bank, setup["task"], rows, 10)
+    assert margins.shape == (48, len(bank.names)) and head.linear.weight.shape == (10, len(bank.names))
+    donor, _, _ = choose_donor(head.weight, 0, rank_concepts(head.linear, 0, "weight"), 5, "confusion")
+    assert donor != 0
