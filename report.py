@@ -75,7 +75,7 @@ def results_document(cfg: Config, rows: list[dict[str, Any]], meta: dict[str, An
 def _fmt(x: float | None, key: str) -> str:
     if x is None:
         return "-"
-    return f"{x:.3f}" if key in ("mia", "fr") else f"{x:.2f}"
+    return f"{x:.3f}" if key in ("mia", "fr", "fr_attack_accuracy") else f"{x:.2f}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -204,9 +204,9 @@ def fill_gaps(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-CONCEPT_KEYS = ("remain_acc", "forget_acc", "test_remain_acc", "test_forget_acc", "mia", "fr", "donor_absorption",
-                "shared_concept_retention", "avg_gap")
-CONCEPT_HEADERS = {**HEADERS, "fr": "Fr", "donor_absorption": "donor abs. %",
+CONCEPT_KEYS = ("remain_acc", "forget_acc", "test_remain_acc", "test_forget_acc", "mia", "fr", "fr_attack_accuracy",
+                "donor_absorption", "shared_concept_retention", "avg_gap")
+CONCEPT_HEADERS = {**HEADERS, "fr": "Fr", "fr_attack_accuracy": "Fr attack acc.", "donor_absorption": "donor abs. %",
                    "shared_concept_retention": "shared ret. %"}
 
 

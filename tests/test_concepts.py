@@ -240,6 +240,7 @@ def test_targeted_poisoning_forgets_and_keeps_the_rest(setup):
     assert after["test_remain_acc"] >= before["test_remain_acc"] - 2.0, (before, after)
     row = ROW_METRICS["concept_poison"](model, setup["original"], setup["task"], cfg, traces["_state"])
     assert row["donor_absorption"] > 90.0
+    assert 0.4 <= row["fr_attack_accuracy"] <= 1.0
     assert 0.0 <= row["shared_concept_retention"] <= 100.0
     fr_original = forgetting_rate(setup["original"], setup["original"], data, 0, 0)
     assert row["fr"] >= fr_original
@@ -282,7 +283,7 @@ def test_main_records_the_metrics_and_the_donor(data_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
     row = doc["seeds"][0]
-    assert {"fr", "donor_absorption", "shared_concept_retention"} <= set(row)
+    assert {"fr", "fr_attack_accuracy", "donor_absorption", "shared_concept_retention"} <= set(row)
     traces = doc["meta"]["per_seed"][0]["traces"]
     assert traces["donor"] != 0 and len(traces["top_concepts"]) == 5 and "_state" not in traces
 

@@ -42,7 +42,7 @@ from concepts.poison import default_patch, poison_images, poison_labels
 from config import Config
 from data.batches import batch_indices, num_batches
 from data.rng import generator
-from eval.concept_metrics import donor_absorption, forgetting_rate, shared_concept_retention
+from eval.concept_metrics import donor_absorption, forgetting_rate, fr_attack, shared_concept_retention
 from unlearn.base import UnlearnTask, has_batch_statistics
 from unlearn.search_space import Param, integer, log_float
 
@@ -210,8 +210,10 @@ def row_metrics(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: C
                 ) -> dict[str, float]:
     """The method's row keys (eval/concept_metrics.py): Fr, donor absorption, shared-concept retention."""
     data, c = task.data, cfg.forget_class
+    attack, attack_accuracy = fr_attack(original, data, c, task.seed)
     return {
-        "fr": forgetting_rate(original, model, data, c, task.seed),
+        "fr": forgetting_rate(original, model, data, c, task.seed, attack),
+        "fr_attack_accuracy": attack_accuracy,
         "donor_absorption": donor_absorption(model, data, c, state["donor"]),
         "shared_concept_retention": shared_concept_retention(model, data, state["bank"], state["top"], c,
                                                              cfg.concept_retention_quantile),
