@@ -17,8 +17,9 @@ Shifting the Decision Boundary", CVPR 2023, Sec. 4.1, and the authors' released 
 The label of step 2 follows ``boundary_shrink_fallback``:
 - ``true_label`` (default, the release): the original's arg-max on the attacked input, so
   where the FGSM step does not leave class y the sample is trained on y itself (measured
-  by an outside review on MNIST class 0, seed 0: D_f stays at 94-95 % with bound 0.1,
-  65 % with bound 0.3);
+  with the defaults on MNIST class 0, seed 0, the 20-epoch original, CPU: 28 % of the
+  attacks succeed, D_f 86.4 %, D_r 98.9 %, D_t 97.2 %; an outside review saw D_f 94-95 %
+  with bound 0.1 and 65 % with bound 0.3);
 - ``runner_up`` (this project's earlier rule, kept as a named variant so both can be
   reported): where the attack fails, the runner-up class of the attacked logits, so every
   label is a *wrong* one, as the paper's text describes the method (same review: D_f 5.3 %).
