@@ -99,7 +99,8 @@ class Config:
     camu_out_remain_weight: float = opt(0.9, "weight of CE(f(x_s), y_s)")
     camu_out_forget_weight: float = opt(0.01, "weight of CE(f(x_f), y_cf)")
     # --- shared optimisation settings
-    batch_size: int = opt(32, "training and unlearning batch (the release: 32); part of the original model's cache key")
+    batch_size: int = opt(32, "batch of the original's training (the release: 32; also retrain, CaMU, Unrolling SGD's "
+                              "step); part of the original model's cache key; baselines use <method>_batch_size")
     weight_decay: float = opt(1e-4, "Adam weight decay of every optimiser")
     eval_batch_size: int = opt(
         1024, "evaluation batch: speed only, except that on CIFAR with eval_train_augment "
@@ -142,11 +143,19 @@ class Config:
     finetune_lr: float = opt(0.01, "FT: learning rate (SalUn / Unlearn-Sparse release: 0.01)")
     finetune_optimizer: str = opt("sgd", "FT: sgd | adam (the release: SGD)")
     finetune_momentum: float = opt(0.9, "FT: SGD momentum (the release: 0.9)")
+    finetune_batch_size: int = opt(256, "FT: batch over D_r (SalUn release arg_parser: 256)")
+    finetune_weight_decay: float = opt(5e-4, "FT: weight decay (SalUn release arg_parser: 5e-4)")
     neggrad_epochs: int = opt(5, "NG: at most this many passes of gradient ascent over D_f (SalUn release GA: 5)")
     neggrad_lr: float = opt(1e-4, "NG: learning rate of the ascent (SalUn release GA: 1e-4)")
     neggrad_optimizer: str = opt("adam", "NG: sgd | adam (the release: SGD; Adam bounds each step, see neggrad.py)")
     neggrad_momentum: float = opt(0.9, "NG: SGD momentum when neggrad_optimizer=sgd (the release: 0.9)")
-    neggrad_stop_acc: float = opt(0.0, "NG: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    neggrad_batch_size: int = opt(32, "NG: batch over D_f (CaMU's 32, with its Adam; the GA release's SGD: 256)")
+    neggrad_stop_acc: float = opt(
+        0.0, "NG, class removal: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    neggrad_random_stop_acc: float = opt(
+        0.0, "NG, random removal: stop once the mean accuracy (%) of the last neggrad_random_stop_window forget "
+        "batches is at most this; 0: the original's test accuracy; negative: never")
+    neggrad_random_stop_window: int = opt(8, "NG, random removal: forget batches in the stop rule's running mean")
     neggrad_stop_every: int = opt(8, "NG: read the forget batches' accuracies every this many steps (one host sync)")
     neggrad_plus_epochs: int = opt(1, "NG+: passes over D_r, D_f cycled alongside (SCRUB release: 10; CPU budget)")
     neggrad_plus_lr: float = opt(1e-4, "NG+: learning rate (SCRUB release: 0.01 with SGD; see neggrad_plus.py)")
@@ -156,20 +165,34 @@ class Config:
     neggrad_plus_alpha: float = opt(0.95, "NG+: loss = alpha * CE(D_r) - (1 - alpha) * CE(D_f) (SCRUB release: 0.95)")
     neggrad_plus_stop_every: int = opt(8, "NG+: read the forget batches' accuracies every this many steps")
     neggrad_plus_stop_acc: float = opt(0.0,
-        "NG+: stop once a forget batch's accuracy (%) is at most this; negative: never")
-    random_label_epochs: int = opt(1, "RL: passes over D_f (random labels) and D_r shuffled together (SalUn: 10)")
+        "NG+, class removal: stop once a forget batch's accuracy (%) is at most this; negative: never")
+    neggrad_plus_random_stop_acc: float = opt(
+        0.0, "NG+, random removal: stop once the mean accuracy (%) of the last neggrad_plus_random_stop_window "
+        "forget batches is at most this; 0: the original's test accuracy; negative: never")
+    neggrad_plus_random_stop_window: int = opt(8, "NG+, random removal: forget batches in the stop's running mean")
+    neggrad_plus_batch_size: int = opt(32, "NG+: batch over D_r (SCRUB release retain_bs: 32)")
+    neggrad_plus_forget_batch_size: int = opt(64, "NG+: batch over D_f (SCRUB release forget_bs: 64)")
+    random_label_epochs: int = opt(10, "RL: epochs, each a pass over D_f (random labels) then over D_r "
+                                       "(SalUn release: 10)")
     random_label_lr: float = opt(0.01, "RL: learning rate (SalUn release RL: 0.01 to 0.013)")
     random_label_optimizer: str = opt("sgd", "RL: sgd | adam (the release: SGD)")
     random_label_momentum: float = opt(0.9, "RL: SGD momentum (the release: 0.9)")
+    random_label_weight_decay: float = opt(5e-4, "RL: weight decay (SalUn release arg_parser: 5e-4)")
+    random_label_batch_size: int = opt(256, "RL: batch of both passes (SalUn release arg_parser: 256)")
     # <<< block A
     # >>> block B: boundary_shrink, boundary_expand, unrolling_sgd, bad_teacher
     boundary_shrink_epochs: int = opt(10, "BS: passes over D_f relabelled to the nearest wrong class (release: 10)")
     boundary_shrink_lr: float = opt(1e-5, "BS: SGD learning rate (paper and release: 1e-5)")
     boundary_shrink_momentum: float = opt(0.9, "BS: SGD momentum (release: 0.9)")
     boundary_shrink_bound: float = opt(0.1, "BS: FGSM L-inf step in pixel units of [0, 1] (release: 0.1)")
+    boundary_shrink_batch_size: int = opt(64, "BS: batch over D_f (release main.py: 64)")
+    boundary_shrink_fallback: str = opt(
+        "true_label", "BS: label where the FGSM step fails to leave the true class: true_label (the release) or "
+        "runner_up (the runner-up class, an earlier rule of this project)")
     boundary_expand_epochs: int = opt(10, "BE: passes over D_f labelled as the shadow class (release: 10)")
     boundary_expand_lr: float = opt(1e-5, "BE: SGD learning rate (paper and release: 1e-5)")
     boundary_expand_momentum: float = opt(0.9, "BE: SGD momentum (release: 0.9)")
+    boundary_expand_batch_size: int = opt(64, "BE: batch over D_f (release main.py: 64)")
     unrolling_sgd_scale: float = opt(1.0, "Unrolling SGD: multiplier of the single-gradient step (paper: 1)")
     bad_teacher_epochs: int = opt(1, "TS: passes over D_f + the D_r subset (release notebook: 1)")
     bad_teacher_lr: float = opt(1e-4, "TS: Adam learning rate (release notebook: 1e-4)")
@@ -191,6 +214,8 @@ class Config:
     scrub_alpha: float = opt(0.001, "weight of KL(teacher || student) on D_r in the min step")
     scrub_forget_batch_size: int = opt(512, "batch of the max steps over D_f")
     scrub_remain_batch_size: int = opt(256, "batch of the min steps over D_r")
+    scrub_rewind: bool = opt(False, "SCRUB+R: return the epoch whose D_f error is closest to the final model's "
+                                    "error on held-out test rows of D_f's classes")
     salun_threshold: float = opt(0.5, "share of weights (largest |grad| of the forget loss) the saliency mask frees")
     salun_epochs: int = opt(10, "random-label epochs, each a pass over D_f (random labels) then over D_r")
     salun_lr: float = opt(0.013, "SGD learning rate")
@@ -396,10 +421,14 @@ def validate(cfg: Config) -> Config:
     if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise ConfigError(f"seeds: {cfg.seeds} must be distinct non-negative integers")
     positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size", "relearn_every",
-                "neggrad_stop_every", "neggrad_plus_stop_every")
+                "neggrad_stop_every", "neggrad_plus_stop_every", "neggrad_random_stop_window",
+                "neggrad_plus_random_stop_window")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
+    if cfg.boundary_shrink_fallback not in ("true_label", "runner_up"):
+        raise ConfigError(f"boundary_shrink_fallback: {cfg.boundary_shrink_fallback!r} is not one of true_label, "
+                          "runner_up")
     if cfg.relearn_eval_remain < -1:
         raise ConfigError(f"relearn_eval_remain: {cfg.relearn_eval_remain} must be -1 (per dataset), 0 (all) or more")
     for key in ("unlearn_epochs", "train_limit", "test_limit", "num_threads", "train_seed", "relearn_lr"):

@@ -14,7 +14,7 @@ from eval import accuracy, predict
 from main import split_for_seed
 from models.original import original_model
 from models.runtime import Runtime
-from unlearn import METHODS, UnlearnTask
+from unlearn import METHODS, SEARCH_SPACES, UnlearnTask
 from unlearn.salun import saliency_mask, top_fraction_mask
 from unlearn.scrub import distill_kl, learning_rate
 from unlearn.ssd import batch_importances, dampen, mean_importance
@@ -164,3 +164,40 @@ def test_ssd_importance_is_mean_squared_batch_gradient(setup, mnist_small):
     s2, c2 = batch_importances(model, task, second, 4, "t")
     combined = mean_importance([s1, s2], [c1, c2])
     assert all(torch.allclose(a, b / count, rtol=1e-5, atol=1e-12) for a, b in zip(combined, sums, strict=True))
+
+
+def test_ssd_ratio_is_capped_so_its_space_stays_below_one(setup, mnist_small):
+    """[]_f / []_D cannot exceed (all batches) / (forget batches), about 10 with a tenth forgotten: the release's
+    alpha 10 sits at the cap, so the declared space is alpha <= 1 and lambda 0.01-0.1 (defaults left outside)."""
+    cfg, original, split = setup
+    task = UnlearnTask(mnist_small, split, 0)
+    model = copy.deepcopy(original)
+    f_sum, f_n = batch_importances(model, task, split.forget, 64, "t/f")
+    r_sum, r_n = batch_importances(model, task, split.remain, 64, "t/r")
+    forget, full = mean_importance([f_sum], [f_n]), mean_importance([r_sum, f_sum], [r_n, f_n])
+    cap = (r_n + f_n) / f_n
+    ratio = max((f / d.clamp_min(1e-30))[d > 0].max().item() for f, d in zip(forget, full, strict=True))
+    assert 5 < cap < 15 and ratio <= cap * (1 + 1e-4), (ratio, cap)
+    space = SEARCH_SPACES["ssd"]
+    assert space["ssd_alpha"].high <= 1.0 and space["ssd_alpha"].log
+    assert (space["ssd_lambda"].low, space["ssd_lambda"].high) == (0.01, 0.1)
+    assert not space["ssd_alpha"].contains(Config().ssd_alpha)
+
+
+def test_scrub_rewind_returns_the_epoch_closest_to_the_heldout_error(setup, mnist_small):
+    """SCRUB+R: the students after each epoch are kept and the one whose D_f error is closest to the final
+    student's error on held-out test rows of D_f's classes is returned: the same weights as SCRUB stopped there."""
+    cfg, original, split = setup
+    cfg = dataclasses.replace(cfg, scrub_forget_batch_size=16, scrub_epochs=3, scrub_msteps=2, bf16="false")
+    assert not Config().scrub_rewind
+    rewound, traces = run_method("scrub", dataclasses.replace(cfg, scrub_rewind=True), mnist_small, original, split)
+    errors, reference = traces["rewind_forget_error"], traces["rewind_heldout_error"]
+    assert len(errors) == 3 and 1 <= traces["rewind_epoch"] <= 3
+    assert traces["rewind_epoch"] - 1 == min(range(3), key=lambda i: abs(errors[i] - reference))
+    held = mnist_small.test.labels == cfg.forget_class  # class removal: the test rows of the removed class
+    final, _ = run_method("scrub", cfg, mnist_small, original, split)
+    assert reference == pytest.approx(100 - forget_class_accuracy(final, mnist_small, cfg))
+    assert held.any()
+    stopped, _ = run_method("scrub", dataclasses.replace(cfg, scrub_epochs=traces["rewind_epoch"]), mnist_small,
+                            original, split)
+    assert all(torch.equal(p, q) for p, q in zip(rewound.parameters(), stopped.parameters(), strict=True))

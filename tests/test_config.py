@@ -22,6 +22,7 @@ TABLE = {
     ("cifar", "class"): (2, 5e-5, 1e-5),
 }
 PRESETS = [f"{d}_{s}" for d in ("mnist", "fashion_mnist", "cifar10", "cifar100") for s in ("class", "random")]
+CONCEPT_PRESETS = [f"{d}_concept" for d in ("mnist", "fashion_mnist", "cifar10", "cifar100")]
 
 
 def test_defaults_are_the_release_mnist_class0_removal():
@@ -193,8 +194,23 @@ def test_presets_match_the_spec_table(name):
     assert cfg.run_name == f"{dataset}-{scenario}-camu"
 
 
-def test_exactly_the_eight_presets_exist():
-    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(PRESETS)
+def test_exactly_the_eight_presets_and_the_concept_cases_exist():
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(PRESETS + CONCEPT_PRESETS)
+
+
+@pytest.mark.parametrize("name", CONCEPT_PRESETS)
+def test_concept_presets_are_the_papers_cases(name):
+    cfg = parse_args([str(CONFIGS / f"{name}.yaml")])
+    assert cfg.method == "concept_poison" and cfg.scenario == "class"
+    if name.startswith("cifar"):  # the release: deer / boy, ResNet-50 from ImageNet, CLIP bank, 20 / 30 epochs
+        assert (cfg.forget_class, cfg.model_name, cfg.pretrained, cfg.concept_bank) == (
+            4 if name == "cifar10_concept" else 11, "resnet50", True, "clip")
+        assert cfg.concept_poison_epochs == (20 if name == "cifar10_concept" else 30)
+    else:  # the same cached original as the class-removal preset
+        assert cfg.forget_class == 0 and cfg.concept_bank == "cav"
+        same = parse_args([str(CONFIGS / (name.replace("concept", "class") + ".yaml"))])
+        assert (cfg.model_name, cfg.train_epochs, cfg.train_lr, cfg.batch_size) == (
+            same.model_name, same.train_epochs, same.train_lr, same.batch_size)
 
 
 def test_to_dict_round_trips():
@@ -225,7 +241,7 @@ def test_every_registered_method_is_a_valid_choice():
     from unlearn import METHODS
 
     expected = {"camu", "retrain", "finetune", "neggrad", "neggrad_plus", "random_label", "boundary_shrink",
-                "boundary_expand", "unrolling_sgd", "bad_teacher", "scrub", "salun", "ssd"}
+                "boundary_expand", "unrolling_sgd", "bad_teacher", "scrub", "salun", "ssd", "concept_poison"}
     assert set(METHODS) == expected
     for name in METHODS:
         assert parse_args([f"--method={name}"]).run_name == f"mnist-class-{name}"

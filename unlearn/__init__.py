@@ -50,14 +50,17 @@ METHODS: dict[str, Method] = {
 
 
 # What tune.py may change per method (retrain has nothing to tune); each module cites its source.
-SEARCH_SPACES: dict[str, dict[str, Param]] = {
-    name: module.SEARCH_SPACE
-    for name, module in {
-        "camu": camu, "finetune": finetune, "neggrad": neggrad, "neggrad_plus": neggrad_plus,
-        "random_label": random_label, "boundary_shrink": boundary_shrink, "boundary_expand": boundary_expand,
-        "unrolling_sgd": unrolling_sgd, "bad_teacher": bad_teacher, "scrub": scrub, "salun": salun, "ssd": ssd,
-        "concept_poison": concept_poison,
-    }.items()
+METHODS_MODULES = {
+    "camu": camu, "finetune": finetune, "neggrad": neggrad, "neggrad_plus": neggrad_plus,
+    "random_label": random_label, "boundary_shrink": boundary_shrink, "boundary_expand": boundary_expand,
+    "unrolling_sgd": unrolling_sgd, "bad_teacher": bad_teacher, "scrub": scrub, "salun": salun, "ssd": ssd,
+    "concept_poison": concept_poison,
+}
+SEARCH_SPACES: dict[str, dict[str, Param]] = {name: module.SEARCH_SPACE for name, module in METHODS_MODULES.items()}
+
+# Keys whose published default lies outside the declared space, each module saying why (SSD's alpha).
+DEFAULTS_OUTSIDE_SPACE: dict[str, tuple[str, ...]] = {
+    name: getattr(METHODS_MODULES[name], "DEFAULTS_OUTSIDE_SPACE", ()) for name in SEARCH_SPACES
 }
 
 # Row keys a method adds to results.json beyond the shared metrics: ``f(model, original, task, cfg, state)``,
@@ -73,4 +76,4 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "ROW_METRICS", "SEARCH_SPACES", "UnlearnTask", "get_method"]
+__all__ = ["DEFAULTS_OUTSIDE_SPACE", "METHODS", "ROW_METRICS", "SEARCH_SPACES", "UnlearnTask", "get_method"]

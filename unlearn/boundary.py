@@ -2,7 +2,8 @@
 
 - the FGSM step of Boundary Shrink, taken in pixel units of [0, 1] whatever
   normalisation the model input carries, as the release's attack does;
-- the choice of the nearest wrong class from the attacked logits;
+- the label each forget sample is trained on, from the attacked logits: the release's
+  arg-max (the true label where the attack fails) or the runner-up variant;
 - position batches over an index set (a method that precomputes one value per row
   needs the rows' positions, not only their images and labels);
 - widening and narrowing the last Linear layer for Boundary Expanding.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -53,6 +55,24 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, mean:
     return (pixels - mean) / std
 
 
+FALLBACKS = ("true_label", "runner_up")
+
+
+def attacked_label(adv_logits: torch.Tensor, y: torch.Tensor, fallback: str) -> torch.Tensor:
+    """The class each forget sample is fine-tuned toward, from the original's logits on the attacked input.
+
+    ``true_label`` (the release, ``boundary_unlearning.py`` ``boundary_shrink``: ``pred_label =
+    argmax(adv_logits)``): the attacked input's arg-max, which is ``y`` itself wherever the
+    FGSM step did not cross the boundary. ``runner_up``: the highest-scoring class other than
+    ``y`` (:func:`nearest_wrong_label`), so every sample gets a wrong label.
+    """
+    if fallback == "true_label":
+        return adv_logits.argmax(dim=1)
+    if fallback == "runner_up":
+        return nearest_wrong_label(adv_logits, y)
+    raise ValueError(f"boundary_shrink_fallback: {fallback!r} is not one of {', '.join(FALLBACKS)}")
+
+
 def nearest_wrong_label(adv_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The highest-scoring class other than ``y`` on the attacked input.
 
@@ -75,24 +95,33 @@ def position_batches(task_seed: int, n: int, batch_size: int, epochs: int, purpo
             yield epoch, pos
 
 
-def widen(layer: nn.Linear, gen: torch.Generator, std: float = 1e-3) -> nn.Linear:
-    """``layer`` with one extra output row (the shadow class): old rows copied, new weights N(0, std^2), bias 0.
+def widen(layer: nn.Linear, gen: torch.Generator) -> nn.Linear:
+    """``layer`` with one extra output row (the shadow class): old rows copied, the new row Xavier-normal, bias 0.
 
-    The release initialises its widened classifier with ``init_params`` (Linear weights
-    N(0, 1e-3^2), biases 0) and then copies the trained rows over it. Built without a
-    default initialisation, so torch's global random stream is left alone.
+    As the release (``boundary_unlearning.py`` ``boundary_expanding``): a new
+    ``nn.Linear(in, out + 1)`` initialised by ``models.init_params`` (Linear: weight
+    ``xavier_normal_``, i.e. N(0, 2 / (fan_in + fan_out)) with fan_out = out + 1; bias zero),
+    then the trained rows copied over it, so only the shadow row keeps the initialisation.
+    Built without a default initialisation, and the row drawn from ``gen`` on the CPU, so
+    torch's global random stream is left alone and every device gets the same row.
     """
     out_features, in_features = layer.weight.shape
     wide = nn.utils.skip_init(nn.Linear, in_features, out_features + 1, bias=layer.bias is not None,
                               device=layer.weight.device, dtype=layer.weight.dtype)
+    std = xavier_std(in_features, out_features + 1)
     with torch.no_grad():
-        shadow = torch.randn(in_features, generator=gen) * std  # CPU draw: the same row on every device
+        shadow = torch.randn(in_features, generator=gen) * std
         wide.weight[:out_features].copy_(layer.weight)
         wide.weight[out_features].copy_(shadow.to(wide.weight.device, wide.weight.dtype))
         if layer.bias is not None:
             wide.bias[:out_features].copy_(layer.bias)
             wide.bias[out_features] = 0.0
     return wide
+
+
+def xavier_std(fan_in: int, fan_out: int) -> float:
+    """The standard deviation of ``nn.init.xavier_normal_`` (gain 1) for a ``fan_out x fan_in`` weight."""
+    return math.sqrt(2.0 / (fan_in + fan_out))
 
 
 def narrow(layer: nn.Linear, out_features: int) -> nn.Linear:

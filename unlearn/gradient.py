@@ -17,6 +17,8 @@ from torch import nn
 from config import Config
 from data.batches import batch_indices
 from data.rng import generator
+from eval.accuracy import accuracy
+from eval.predict import predict
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.loop import make_optimizer
@@ -86,30 +88,76 @@ def check_stop_acc(value: float, key: str) -> float:
 
 
 class StopRule:
-    """The ascent's stop rule: stop once a forget batch's accuracy (percent) is at most ``stop_acc``.
+    """The ascent's stop rule, on the accuracy (percent) of the forget batches the ascent sees.
+
+    ``window`` 1 (class removal): stop once a single forget batch's accuracy is at most
+    ``stop_acc`` (with ``stop_acc`` 0: the first batch the model gets entirely wrong).
+    ``window`` k > 1 (random removal): stop once the running mean over the last k batches is
+    at most ``stop_acc``; one batch is too noisy an estimate when the target is near the
+    retrained model's ~99 % on D_f.
 
     The batch accuracies stay on the device and are read every ``every`` batches, in one host
-    sync (a per-step ``.item()`` would stall a GPU every step): the rule fires at the end of the
-    window in which some batch reached the threshold, so up to ``every - 1`` more steps run than
-    with a check after every batch (``every=1``: the published per-batch rule). Never fires, and
-    never syncs, when ``stop_acc`` is negative.
+    sync (a per-step ``.item()`` would stall a GPU every step): at each read the rule is
+    evaluated at every step of the window just ended (each running mean over the k batches up
+    to that step), and fires at the end of the window in which it first held, so up to
+    ``every - 1`` more steps run than with a check after every batch (``every=1``: checked
+    before every step). Never fires, and never syncs, when ``stop_acc`` is negative.
     """
 
-    def __init__(self, stop_acc: float, every: int) -> None:
+    def __init__(self, stop_acc: float, every: int, window: int = 1) -> None:
         if every < 1:
             raise ValueError(f"stop check interval: {every} must be at least 1")
-        self.stop_acc, self.every = stop_acc, every
-        self.window: list[torch.Tensor] = []
+        if window < 1:
+            raise ValueError(f"stop window: {window} must be at least 1")
+        self.stop_acc, self.every, self.window = stop_acc, every, window
+        self.recent: list[torch.Tensor] = []  # the last window + every - 1 batch accuracies
+        self.pending = 0  # batches since the last read
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> bool:
         if self.stop_acc < 0:
             return False
-        self.window.append((logits.argmax(1) == y).float().mean())
-        if len(self.window) < self.every:
+        self.recent.append((logits.argmax(1) == y).float().mean())
+        del self.recent[:-(self.window + self.every - 1)]
+        self.pending += 1
+        if self.pending < self.every:
             return False
-        lowest = 100.0 * torch.stack(self.window).min().item()
-        self.window.clear()
-        return lowest <= self.stop_acc
+        self.pending = 0
+        acc = torch.stack(self.recent)
+        if len(acc) < self.window:  # no full window yet
+            return False
+        means = acc.unfold(0, self.window, 1).mean(1)[-self.every:]  # running means ending at the new steps
+        return 100.0 * means.min().item() <= self.stop_acc
+
+
+def heldout_accuracy(original: nn.Module, task: UnlearnTask, runtime: Runtime) -> float:
+    """The original's accuracy (percent) on the test set: a held-out estimate of what a model that never
+    saw D_f (the retrained one) scores on D_f in random removal."""
+    data = task.data
+    with torch.no_grad():
+        logits = predict(original, data, data.test.images, runtime=runtime)
+    return accuracy(logits, data.test.labels)
+
+
+def stop_rule(cfg: Config, prefix: str, original: nn.Module, task: UnlearnTask, runtime: Runtime
+              ) -> tuple[StopRule, float]:
+    """The ascent's stop rule for ``cfg.scenario`` and its target in percent.
+
+    Class removal: a single forget batch at most ``<prefix>_stop_acc`` (0: a batch entirely
+    wrong, as the retrained model is on a removed class). Random removal: the running mean of
+    the last ``<prefix>_random_stop_window`` forget batches at most
+    ``<prefix>_random_stop_acc``, where 0 stands for the original's test accuracy (the
+    retrained model keeps about that on D_f). Negative targets switch the stop off.
+    """
+    every = getattr(cfg, f"{prefix}_stop_every")
+    if cfg.scenario == "class":
+        key = f"{prefix}_stop_acc"
+        target = check_stop_acc(getattr(cfg, key), key)
+        return StopRule(target, every), target
+    key = f"{prefix}_random_stop_acc"
+    target = check_stop_acc(getattr(cfg, key), key)
+    if target == 0:
+        target = heldout_accuracy(original, task, runtime)
+    return StopRule(target, every, getattr(cfg, f"{prefix}_random_stop_window")), target
 
 
 def as_floats(losses: list[torch.Tensor]) -> list[float]:

@@ -28,8 +28,19 @@ neggrad_plus_epochs=10 neggrad_plus_stop_acc=-1``. With the defaults, MNIST clas
 stops after 633 steps at D_f 0.8%, D_r 99.6%, D_t,r 99.0%; MNIST 10% random, seed 0: never
 stops, D_f 99.9%, D_r 99.98% (the D_r term holds the model, the ascent never takes off).
 
+Stop in random removal: as NG's (see neggrad.py), the running mean of the last
+``neggrad_plus_random_stop_window`` forget batches at most ``neggrad_plus_random_stop_acc``
+(0: the original's test accuracy); the SCRUB release's ``negative_grad`` has no stop (a
+fixed number of epochs).
+
+Batches (the SCRUB release's ``small_scale_unlearning.ipynb``: ``args.retain_bs = 32``,
+``args.forget_bs = 64``): ``neggrad_plus_batch_size`` = 32 over D_r and
+``neggrad_plus_forget_batch_size`` = 64 over D_f, not the original's ``batch_size``.
+
 Keys: ``neggrad_plus_epochs``, ``neggrad_plus_lr``, ``neggrad_plus_optimizer``,
-``neggrad_plus_momentum``, ``neggrad_plus_alpha``, ``neggrad_plus_stop_acc``.
+``neggrad_plus_momentum``, ``neggrad_plus_alpha``, ``neggrad_plus_batch_size``,
+``neggrad_plus_forget_batch_size``, ``neggrad_plus_stop_acc``, ``neggrad_plus_stop_every``,
+``neggrad_plus_random_stop_acc``, ``neggrad_plus_random_stop_window``.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from torch import nn
 from config import Config
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask, forward_pair
-from unlearn.gradient import StopRule, as_floats, check_stop_acc, endless_batches, optimizer, settings
+from unlearn.gradient import as_floats, endless_batches, optimizer, settings, stop_rule
 from unlearn.loop import batches
 from unlearn.search_space import Param, integer, log_float, uniform
 
@@ -74,17 +85,20 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     alpha = cfg.neggrad_plus_alpha
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"neggrad_plus_alpha: {alpha} must lie in [0, 1]")
-    forgotten = StopRule(check_stop_acc(cfg.neggrad_plus_stop_acc, "neggrad_plus_stop_acc"),
-                         cfg.neggrad_plus_stop_every)
+    for key in ("neggrad_plus_batch_size", "neggrad_plus_forget_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key}: {getattr(cfg, key)} must be at least 1")
     device = task.data.train.labels.device
     runtime = Runtime.from_config(cfg, device)
+    forgotten, target = stop_rule(cfg, "neggrad_plus", original, task, runtime)
     opt = optimizer(model, s, 0.0, runtime)  # the decay is the pull toward the original below
     original.eval()
     model.train()
-    forget = endless_batches(task, task.split.forget, cfg.batch_size, "neggrad_plus/forget")
+    forget = endless_batches(task, task.split.forget, cfg.neggrad_plus_forget_batch_size, "neggrad_plus/forget")
     losses, remain_losses, forget_losses = [], [], []
     stopped_at = None
-    remain = batches(task, task.split.remain, cfg.batch_size, s.epochs, "neggrad_plus/remain", desc="neggrad_plus")
+    remain = batches(task, task.split.remain, cfg.neggrad_plus_batch_size, s.epochs, "neggrad_plus/remain",
+                     desc="neggrad_plus")
     for step, (_, x_r, y_r) in enumerate(remain):
         x_f, y_f = next(forget)
         with runtime.autocast(device):
@@ -102,7 +116,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         forget_losses.append(ce_f.detach())
     loss_r, loss_f = as_floats(remain_losses), as_floats(forget_losses)
     return {"loss": as_floats(losses), "loss_remain": loss_r, "loss_forget": loss_f, "steps": len(loss_r),
-            "stopped_at": stopped_at, "finite": all(math.isfinite(v) for v in loss_r + loss_f)}
+            "stopped_at": stopped_at, "stop_target": target, "finite": all(math.isfinite(v) for v in loss_r + loss_f)}
 
 
 # SCRUB (Kurmanji et al., NeurIPS 2023) tunes NegGrad+'s learning rate and alpha per scenario;

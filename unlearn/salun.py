@@ -23,10 +23,15 @@ global rank; 0.5 is the paper's default sparsity). The forget-then-remain order 
 uniform labels over all classes are unlearn/RL.py's CIFAR-10 branch (its CIFAR-100 branch
 shuffles both sets together; one order is used here for every dataset). The release gives
 no MNIST setting, so these CIFAR values are the defaults everywhere.
+
+The loop (``relabel_passes``) is shared with RL (``unlearn/random_label.py``): in the
+release RL is this same function without a mask, so ``salun_threshold`` 1.0 is RL (no mask
+pass is run then), and RL draws the same batch order and random labels as SalUn.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -83,16 +88,32 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"salun_lr: {cfg.salun_lr} must be greater than 0")
 
 
-def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
-    """Run SalUn on ``model`` in place; returns the per-step losses and the mask's size."""
-    _check(cfg)
+@dataclass(frozen=True)
+class RelabelSettings:
+    """The random-label loop's settings (SalUn's ``salun_*`` keys, or RL's ``random_label_*`` keys)."""
+
+    epochs: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    batch_size: int
+
+
+def relabel_passes(model: nn.Module, task: UnlearnTask, s: RelabelSettings, mask: list[torch.Tensor] | None,
+                   runtime: Runtime) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The release's ``unlearn/RL.py`` loop (CIFAR-10 branch) on ``model`` in place: per epoch a D_f pass with
+    labels uniform over all classes, then a D_r pass; returns the (forget, remain) per-step losses.
+
+    Weight decay is added to each gradient before it is multiplied by ``mask`` (``None``: no
+    mask, every weight free, which is the release's RL), so frozen weights never move. SalUn
+    and RL both call this with the same random streams (``salun/...``): same batch order and
+    same random labels, so the two differ by the mask alone.
+    """
     data, split = task.data, task.split
     device = data.train.labels.device
-    runtime = Runtime.from_config(cfg, device)
     params = list(model.parameters())
-    mask = saliency_mask(model, task, cfg, runtime)
-    # weight decay goes into the gradient before masking, so frozen weights see no update at all
-    opt = make_optimizer(params, "sgd", cfg.salun_lr, 0.0, cfg.salun_momentum)
+    opt = make_optimizer(params, s.optimizer, s.lr, 0.0, s.momentum, fused=runtime.fused_adam)
     labels = generator(task.seed, "salun/labels")
     model.train()
 
@@ -104,9 +125,10 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         loss.backward()
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            if cfg.salun_weight_decay:
-                torch._foreach_add_(grads, params, alpha=cfg.salun_weight_decay)
-            torch._foreach_mul_(grads, mask)
+            if s.weight_decay:
+                torch._foreach_add_(grads, params, alpha=s.weight_decay)
+            if mask is not None:
+                torch._foreach_mul_(grads, mask)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
         opt.step()
@@ -114,18 +136,35 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
 
     forget_losses: list[torch.Tensor] = []
     remain_losses: list[torch.Tensor] = []
-    for epoch in range(cfg.salun_epochs):
-        for _, x, _ in batches(task, split.forget, cfg.salun_batch_size, 1, f"salun/forget{epoch}",
-                               desc=f"salun forget {epoch + 1}/{cfg.salun_epochs}"):
+    for epoch in range(s.epochs):
+        for _, x, _ in batches(task, split.forget, s.batch_size, 1, f"salun/forget{epoch}",
+                               desc=f"random labels: forget {epoch + 1}/{s.epochs}"):
             y_random = draw_to(torch.randint(0, data.num_classes, (x.shape[0],), generator=labels), device)
             forget_losses.append(step(x, y_random))
-        for _, x, y in batches(task, split.remain, cfg.salun_batch_size, 1, f"salun/remain{epoch}",
-                               desc=f"salun remain {epoch + 1}/{cfg.salun_epochs}"):
+        for _, x, y in batches(task, split.remain, s.batch_size, 1, f"salun/remain{epoch}",
+                               desc=f"random labels: remain {epoch + 1}/{s.epochs}"):
             remain_losses.append(step(x, y))
-    freed = int(torch.stack([m.sum() for m in mask]).sum().item())
+    return forget_losses, remain_losses
+
+
+def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Config) -> dict[str, Any]:
+    """Run SalUn on ``model`` in place; returns the per-step losses and the mask's size.
+
+    ``salun_threshold`` 1.0 frees every weight: no mask pass is run and the loop is RL's.
+    """
+    _check(cfg)
+    device = task.data.train.labels.device
+    runtime = Runtime.from_config(cfg, device)
+    params = list(model.parameters())
+    mask = saliency_mask(model, task, cfg, runtime) if cfg.salun_threshold < 1.0 else None
+    s = RelabelSettings(cfg.salun_epochs, cfg.salun_lr, "sgd", cfg.salun_momentum, cfg.salun_weight_decay,
+                        cfg.salun_batch_size)
+    forget_losses, remain_losses = relabel_passes(model, task, s, mask, runtime)
+    weights = sum(p.numel() for p in params)
+    freed = int(torch.stack([m.sum() for m in mask]).sum().item()) if mask is not None else weights
     return {"loss_forget": torch.stack(forget_losses).tolist() if forget_losses else [],
             "loss_remain": torch.stack(remain_losses).tolist() if remain_losses else [],
-            "mask_weights": freed, "weights": sum(p.numel() for p in params)}
+            "mask_weights": freed, "weights": weights}
 
 
 # SalUn (Fan et al., ICLR 2024, appendix) sweeps the mask's share from 10 % to 90 % and the RL

@@ -21,6 +21,19 @@ alpha 0.001, beta 0 (no further distillation term), lr_decay_epochs [3, 5, 9] wi
 (lr x 0.1 per entry that the 1-based epoch exceeds: no decay within 3 epochs); the forget
 loader has batch 512 and the retain loader batch 256. The release gives no MNIST setting,
 so these CIFAR values are the defaults everywhere.
+
+SCRUB+R (``scrub_rewind``, default off): the paper's rewinding variant, as the release's
+``MIA_experiments.ipynb`` ``scrub`` function does it (meghdadk/SCRUB@98ffb11). The student
+is saved after every epoch; at the end the error on a held-out set drawn like D_f (the
+release's ``forget_validation_loader``: validation rows whose label is one of D_f's
+classes; here the test rows of those classes, since the project keeps no separate
+validation split) is measured on the final student, and the saved student whose error on
+D_f is closest to it is returned (ties: the earliest). Candidates are the students after
+epochs 1..scrub_epochs: the release's list also holds the error before the first epoch, but
+it keeps no checkpoint for it (its ``VGG_experiments.ipynb`` moves a choice of 0 to 1).
+Errors are measured in eval mode without augmentation, as the release's ``validate``. The
+held-out rows are evaluation data too: rewinding peeks at them, as in the release, so
+SCRUB+R rows should say so.
 """
 
 from __future__ import annotations
@@ -32,6 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import Config
+from eval.accuracy import accuracy
+from eval.predict import predict
 from models.runtime import Runtime
 from unlearn.base import UnlearnTask
 from unlearn.loop import batches, make_optimizer
@@ -89,6 +104,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
 
     max_losses: list[torch.Tensor] = []
     min_losses: list[torch.Tensor] = []
+    saved: list[dict[str, torch.Tensor]] = []  # SCRUB+R: the student after every epoch
     for epoch in range(1, cfg.scrub_epochs + 1):
         for group in opt.param_groups:
             group["lr"] = learning_rate(epoch, cfg)
@@ -102,8 +118,37 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             student, teacher = logits_pair(x)
             loss = cfg.scrub_gamma * F.cross_entropy(student, y) + cfg.scrub_alpha * distill_kl(student, teacher, T)
             min_losses.append(step(loss))
-    return {"loss_max": torch.stack(max_losses).tolist() if max_losses else [],
-            "loss_min": torch.stack(min_losses).tolist() if min_losses else []}
+        if cfg.scrub_rewind:
+            saved.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    out: dict[str, Any] = {"loss_max": torch.stack(max_losses).tolist() if max_losses else [],
+                           "loss_min": torch.stack(min_losses).tolist() if min_losses else []}
+    if cfg.scrub_rewind and saved:
+        out.update(rewind(model, saved, task, runtime))
+    return out
+
+
+def error(model: nn.Module, task: UnlearnTask, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime) -> float:
+    """Top-1 error (percent) of ``model`` on the given stored images, eval mode, no augmentation."""
+    return 100.0 - accuracy(predict(model, task.data, images, runtime=runtime), labels)
+
+
+def rewind(model: nn.Module, saved: list[dict[str, torch.Tensor]], task: UnlearnTask, runtime: Runtime
+           ) -> dict[str, Any]:
+    """SCRUB+R: load into ``model`` the saved epoch whose D_f error is closest to the final model's error on
+    the held-out rows of D_f's classes; returns the errors and the chosen epoch (1-based)."""
+    data, forget = task.data, task.split.forget.unique()
+    classes = data.train.labels[forget].unique()
+    held = torch.isin(data.test.labels, classes)
+    if not held.any():  # no reference: keep the final student (the release's fallback)
+        return {"rewind_epoch": len(saved), "rewind_heldout_error": float("nan"), "rewind_forget_error": []}
+    reference = error(model, task, data.test.images[held], data.test.labels[held], runtime)
+    forget_errors = []
+    for state in saved:
+        model.load_state_dict(state)
+        forget_errors.append(error(model, task, data.train.images[forget], data.train.labels[forget], runtime))
+    chosen = min(range(len(saved)), key=lambda i: abs(forget_errors[i] - reference))
+    model.load_state_dict(saved[chosen])
+    return {"rewind_epoch": chosen + 1, "rewind_heldout_error": reference, "rewind_forget_error": forget_errors}
 
 
 # SCRUB's release (meghdadk/SCRUB) sweeps sgda_learning_rate, msteps, sgda_epochs and alpha per
