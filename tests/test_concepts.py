@@ -227,7 +227,7 @@ def test_last_layer_only_leaves_every_other_parameter_bitwise(setup):
 
 
 def test_all_layers_moves_the_backbone(setup):
-    model, _, _ = run_method(setup, concept_poison_epochs=1, concept_poison_layers="all")
+    model, _, _ = run_method(setup, concept_poison_epochs=1, concept_poison_layers="all", concept_examples=600)
     assert not torch.equal(model.embed.weight, setup["original"].embed.weight)
 
 
@@ -274,16 +274,18 @@ def test_config_errors(args, message, tmp_path):
     assert proc.returncode == 2 and message in proc.stderr and not any(tmp_path.iterdir())
 
 
-def test_main_records_the_metrics_and_the_donor(data_root, tmp_path):
+def test_main_records_the_metrics_and_the_donor(setup, data_root):
+    """Through main.py, loading the fixture's cached original (same recipe, same out_dir)."""
     proc = subprocess.run([sys.executable, "main.py", "--method=concept_poison", f"--data_root={data_root}",
                            "--train_limit=3000", "--test_limit=1000", "--train_epochs=2", "--seeds=0",
                            "--concept_examples=1500", "--concept_poison_epochs=3", "--compare_retrain=false",
-                           f"--out_dir={tmp_path}", "--num_threads=2"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           f"--out_dir={setup['cfg'].out_dir}", "--num_threads=2"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
     row = doc["seeds"][0]
     assert {"fr", "fr_attack_accuracy", "donor_absorption", "shared_concept_retention"} <= set(row)
+    assert doc["meta"]["original"]["trained_now"] is False
     traces = doc["meta"]["per_seed"][0]["traces"]
     assert traces["donor"] != 0 and len(traces["top_concepts"]) == 5 and "_state" not in traces
 
