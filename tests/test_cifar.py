@@ -221,3 +221,27 @@ def test_missing_cifar_files_are_named(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match="files not found"):
         load_dataset("cifar10", tmp_path, download=False, verify=False)
+
+
+def test_concept_poison_on_cifar_with_nmf_bank_and_localized_patches(tmp_path, no_md5):
+    """The CIFAR path of the concept method: uint8 images, ResNet BatchNorm (full forward in train mode), NMF
+    concepts, pixel IG for the patches; the fine-tuning leaves every non-fc parameter where it was."""
+    write_cifar10(tmp_path / "data")
+    torch.set_num_threads(2)
+    cfg = validate(Config(dataset="cifar10", scenario="class", forget_class=0, train_epochs=1, batch_size=8,
+                          seeds=[0], data_root=str(tmp_path / "data"), download=False, verify_data=False,
+                          out_dir=str(tmp_path / "runs"), num_threads=2, method="concept_poison",
+                          concept_bank="nmf", concept_nmf_components=3, concept_quantile=0.25,
+                          concept_poison_mode="localized", concept_poison_ig_steps=2, concept_poison_epochs=1,
+                          concept_examples=40, compare_retrain=False, mia_train_size=4, eval_batch_size=16))
+    data = load_dataset("cifar10", cfg.data_root, download=False, verify=False)
+    original, _ = main.original_model(cfg, data)
+    split = main.split_for_seed(cfg, data.train.labels, 0)
+    from unlearn import METHODS
+    from unlearn.base import UnlearnTask
+    model = main.Runtime.from_config(cfg, "cpu").copy(original)
+    traces = METHODS["concept_poison"](model, original, UnlearnTask(data, split, 0), cfg)
+    assert traces["donor"] != 0 and traces["concept_bank"] == "nmf" and traces["poisoned_rows"] == len(split.forget)
+    before = dict(original.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) != name.startswith("fc."), name
