@@ -91,7 +91,8 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     model = Runtime.from_config(cfg, device).copy(original)  # compiled again when compile is on
     sync(device)
     t0 = time.perf_counter()
-    traces = get_method(cfg.method)(model, original, UnlearnTask(data, split, seed), cfg)
+    task = UnlearnTask(data, split, seed)
+    traces = get_method(cfg.method)(model, original, task, cfg)
     sync(device)
     unlearn_s = time.perf_counter() - t0
     unlearn_s = float(traces.pop("unlearn_time_s", unlearn_s))  # retrain: the time of its (cached) training
@@ -108,7 +109,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     compare_s = time.perf_counter() - t0
     state = traces.pop("_state", None)  # what a method's own row metrics need (never serialised)
     if cfg.method in ROW_METRICS:
-        row.update(ROW_METRICS[cfg.method](model, original, UnlearnTask(data, split, seed), cfg, state))
+        row.update(ROW_METRICS[cfg.method](model, original, task, cfg, state))
     if cfg.relearn:
         row["relearn"] = relearn(model, data, split, cfg, seed)
     seed_meta = {"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,

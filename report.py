@@ -211,9 +211,11 @@ CONCEPT_HEADERS = {**HEADERS, "fr": "Fr", "fr_attack_accuracy": "Fr attack acc."
 
 
 def concept_table(cells: list[dict[str, Any]], dataset: str, scenario: str) -> str | None:
-    """Markdown: the concept method's rows beside CaMU and retrain, its own measures, and what each seed chose."""
-    mine = [c for c in fill_gaps([c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario)])
-            if c["method"] in ("concept_poison", "camu", "retrain")]
+    """Markdown: the concept method's rows beside CaMU and retrain, its own measures, and what each seed chose.
+
+    ``cells`` have their gaps filled already (``fill_gaps``)."""
+    mine = [c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario)
+            and c["method"] in ("concept_poison", "camu", "retrain")]
     if not any(c["method"] == "concept_poison" for c in mine):
         return None
     by_method = group_cells(mine, ("retrain", "camu", "concept_poison"))[(dataset, scenario)]
@@ -237,7 +239,8 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
     from storage import write_bytes
 
     written, combined = [], ["# Results: mean ± std over seeds", ""]
-    for (dataset, scenario), by_method in group_cells(fill_gaps(cells), method_order).items():
+    cells = fill_gaps(cells)
+    for (dataset, scenario), by_method in group_cells(cells, method_order).items():
         stem = folder / f"{dataset}-{scenario}"
         for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex")):
             written.append(write_bytes(stem.with_suffix(suffix),

@@ -47,7 +47,7 @@ def rank_concepts(head: torch.nn.Linear, target: int, rule: str, margins: torch.
 def pixel_attributions(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, steps: int = 16,
                        batch_size: int = 64) -> torch.Tensor:
     """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W."""
-    ig = IntegratedGradients(lambda x: score(x))
+    ig = IntegratedGradients(score)
     parts = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].float()

@@ -48,22 +48,22 @@ def _window(centre: torch.Tensor, patch: int, h: int, w: int) -> tuple[torch.Ten
     return top, left
 
 
-def _cut(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: int) -> torch.Tensor:
+def _window_index(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: int) -> tuple:
+    """Advanced index of each image's ``patch`` x ``patch`` window at (top, left), every channel."""
     rows = (top[:, None] + torch.arange(patch))[:, None, :, None]
     cols = (left[:, None] + torch.arange(patch))[:, None, None, :]
     n = torch.arange(len(images))[:, None, None, None]
     chans = torch.arange(images.shape[1])[None, :, None, None]
-    return images[n, chans, rows, cols]
+    return n, chans, rows, cols
+
+
+def _cut(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: int) -> torch.Tensor:
+    return images[_window_index(images, top, left, patch)]
 
 
 def _paste(images: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     out = images.clone()
-    patch = patches.shape[-1]
-    rows = (top[:, None] + torch.arange(patch))[:, None, :, None]
-    cols = (left[:, None] + torch.arange(patch))[:, None, None, :]
-    n = torch.arange(len(images))[:, None, None, None]
-    chans = torch.arange(images.shape[1])[None, :, None, None]
-    out[n, chans, rows, cols] = patches
+    out[_window_index(images, top, left, patches.shape[-1])] = patches
     return out
 
 

@@ -28,19 +28,13 @@ from torch import nn
 from concepts.bank import ConceptBank
 from data.datasets import Dataset
 from data.rng import generator
+from eval.accuracy import accuracy
+from eval.predict import predict
 
 
-@torch.no_grad()
-def predictions(model: nn.Module, data: Dataset, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Softmax outputs (N x classes, CPU float64) in eval mode."""
-    was = model.training
-    model.eval()
-    try:
-        out = [torch.softmax(model(data.inputs(images[i:i + batch_size], train=False))[0].float(), 1).double().cpu()
-               for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, data.num_classes, dtype=torch.float64)
+def probabilities(model: nn.Module, data: Dataset, images: torch.Tensor) -> torch.Tensor:
+    """Softmax outputs (N x classes, CPU float64), the attack's features, from ``predict``'s logits."""
+    return torch.softmax(predict(model, data, images, batch_size=512), 1).double().cpu()
 
 
 def fr_attack(original: nn.Module, data: Dataset, forget_class: int, seed: int) -> tuple[Any, float]:
@@ -55,7 +49,8 @@ def fr_attack(original: nn.Module, data: Dataset, forget_class: int, seed: int) 
     g = generator(seed, "concept_metrics/fr")
     m_idx = torch.randperm(len(member), generator=g)[:n].to(member.device)
     t_idx = torch.randperm(len(nonmember), generator=g)[:n].to(nonmember.device)
-    x = torch.cat([predictions(original, data, member[m_idx]), predictions(original, data, nonmember[t_idx])]).numpy()
+    x = torch.cat([probabilities(original, data, member[m_idx]),
+                   probabilities(original, data, nonmember[t_idx])]).numpy()
     y = np.concatenate([np.ones(n), np.zeros(n)])
     attack = make_pipeline(StandardScaler(), SVC(kernel="linear")).fit(x, y)
     return attack, float(attack.score(x, y))
@@ -69,15 +64,14 @@ def forgetting_rate(original: nn.Module, model: nn.Module, data: Dataset, forget
     if attack is None:
         return float("nan")
     member = data.train.images[data.train.labels == forget_class]
-    return float((attack.predict(predictions(model, data, member).numpy()) == 0).mean())
+    return float((attack.predict(probabilities(model, data, member).numpy()) == 0).mean())
 
 
 def donor_absorption(model: nn.Module, data: Dataset, forget_class: int, donor: int) -> float:
     """% of forget-class test rows predicted as the donor."""
     rows = data.test.images[data.test.labels == forget_class]
-    if not len(rows):
-        return float("nan")
-    return 100.0 * float((predictions(model, data, rows).argmax(1) == donor).double().mean())
+    logits = predict(model, data, rows, batch_size=512)
+    return accuracy(logits, torch.full((len(rows),), donor, device=logits.device))
 
 
 def shared_concept_retention(model: nn.Module, data: Dataset, bank: ConceptBank, concepts: list[int],
@@ -90,4 +84,4 @@ def shared_concept_retention(model: nn.Module, data: Dataset, bank: ConceptBank,
     if not bool(strong.any()):
         return float("nan")
     picked = strong.nonzero().squeeze(1).to(images.device)
-    return 100.0 * float((predictions(model, data, images[picked]).argmax(1) == labels[strong]).double().mean())
+    return accuracy(predict(model, data, images[picked], batch_size=512).cpu(), labels[strong])

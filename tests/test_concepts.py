@@ -16,7 +16,9 @@ from concepts.donor import choose_donor
 from concepts.pixel_concepts import CONCEPTS, concept_scores
 from concepts.poison import default_patch, poison_images, poison_labels
 from config import Config, validate
-from eval.concept_metrics import forgetting_rate, predictions
+from eval.accuracy import accuracy
+from eval.concept_metrics import forgetting_rate
+from eval.predict import predict
 from main import split_for_seed
 from models.original import original_model
 from unlearn import METHODS, ROW_METRICS, SEARCH_SPACES
@@ -49,7 +51,7 @@ def accuracies(model, setup) -> dict[str, float]:
     """The paper's A_train / A_test / A_global (forget_acc, test_forget_acc, test_remain_acc), in %."""
     data, split = setup["data"], setup["split"]
     def acc(images, labels):
-        return 100.0 * float((predictions(model, data, images).argmax(1) == labels).double().mean())
+        return accuracy(predict(model, data, images), labels)
     f_test = data.test.labels == 0
     return {"forget_acc": acc(data.train.images[split.forget], data.train.labels[split.forget]),
             "test_forget_acc": acc(data.test.images[f_test], data.test.labels[f_test]),
