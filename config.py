@@ -546,7 +546,16 @@ def _layer_tuned(cfg: Config, probe: Config) -> Config:
     if bad:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
     cfg = apply_overrides(cfg, values, source=str(path))
-    return dataclasses.replace(cfg, tuned_file=str(path), tuned_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest)
+
+
+def _shown_path(path: Path) -> str:
+    """A file inside the repository as a path relative to it (committed cells stay valid in any clone)."""
+    try:
+        return str(path.relative_to(Path(__file__).resolve().parent))
+    except ValueError:
+        return str(path)
 
 
 def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) -> Config:

@@ -64,21 +64,33 @@ def save_split(path: Path, split: Split) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def compare_to_retrain(metrics: dict[str, float], cfg: Config, data: Any, split: Split, seed: int
-                       ) -> dict[str, Any]:
-    """The retrained model's metrics on the same split, each metric's absolute gap, and their average."""
+def compare_to_retrain(metrics: dict[str, float], cfg: Config, data: Any, split: Split, seed: int,
+                       references: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The retrained model's metrics on the same split, each metric's absolute gap, and their average.
+
+    ``references`` (seed -> the retrained model's metrics) is filled on first use and read after:
+    tune.py runs hundreds of trials on the same splits, and evaluating the retrained model again
+    for each (load, predict, fit the attacks) would cost as much as a cheap method's unlearning.
+    """
     if cfg.method == "retrain":
         reference = dict(metrics)
+    elif references is not None and seed in references:
+        reference = dict(references[seed])
     else:
         retrained, _ = retrained_model(cfg, data, split)
         reference = evaluate(retrained, data, split, cfg, seed)
+        if references is not None:
+            references[seed] = dict(reference)
     gap = gaps(metrics, reference)
     return {"retrain": reference, "gap": gap, "avg_gap": avg_gap(gap)}
 
 
-def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
+def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int,
+             references: dict[int, dict[str, float]] | None = None
              ) -> tuple[dict[str, Any], dict[str, Any], Split]:
     """One seed: split, unlearn a copy of ``original`` (timed), evaluate, compare to retraining.
+
+    ``references``: the retrained model's metrics per seed, kept across calls (see compare_to_retrain).
 
     Returns the results row (metrics, time, retrain gaps, relearning series when asked),
     the seed's metadata (sizes, phase times, method traces) and the split.
@@ -105,7 +117,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int
     row: dict[str, Any] = {"seed": seed, **metrics, "unlearn_time_s": unlearn_s}
     t0 = time.perf_counter()
     if cfg.compare_retrain:
-        row.update(compare_to_retrain(metrics, cfg, data, split, seed))
+        row.update(compare_to_retrain(metrics, cfg, data, split, seed, references))
     compare_s = time.perf_counter() - t0
     state = traces.pop("_state", None)  # what a method's own row metrics need (never serialised)
     if cfg.method in ROW_METRICS:

@@ -176,6 +176,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     """The trial function: mean avg_gap over the tune seeds; NaN (a failed trial) when the method breaks."""
     space = SEARCH_SPACES[cfg.method]
     base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
+    references: dict[int, dict[str, float]] = {}  # the retrained model's metrics per tune seed, evaluated once
 
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -185,7 +186,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
             for seed in opts.tune_seeds:
-                row, seed_meta, _ = run_seed(trial_cfg, data, original, seed)
+                row, seed_meta, _ = run_seed(trial_cfg, data, original, seed, references)
                 if not seed_meta["weights_finite"]:
                     raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
                 rows.append(row)

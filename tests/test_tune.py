@@ -67,6 +67,32 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
 
 
+def test_retrained_metrics_are_evaluated_once_per_seed(data_root: Path, shared: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """tune.py's objective reuses the retrained model's metrics; the gaps are the ones a fresh run gives."""
+    import torch
+
+    from data import load_dataset
+    from models.original import original_model
+
+    cfg = parse_args(_argv(data_root, shared, shared / "tuned", "neggrad", "--compare_retrain=true",
+                           "--neggrad_epochs=1"))
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, torch.device("cpu"), cfg.train_limit,
+                        cfg.test_limit)
+    original, _ = original_model(cfg, data)
+    fresh = main_mod.run_seed(cfg, data, original, 100)[0]
+    references: dict[int, dict[str, float]] = {}
+    first = main_mod.run_seed(cfg, data, original, 100, references)[0]
+    assert set(references) == {100} and references[100] == fresh["retrain"]
+
+    def no_retraining(*_: object) -> None:
+        raise AssertionError("the retrained model was loaded again")
+
+    monkeypatch.setattr(main_mod, "retrained_model", no_retraining)
+    again = main_mod.run_seed(cfg, data, original, 100, references)[0]
+    assert fresh["gap"] == first["gap"] == again["gap"] and fresh["avg_gap"] == again["avg_gap"]
+
+
 def test_killed_study_continues_without_repeating(data_root: Path, shared: Path, tmp_path: Path) -> None:
     argv = _argv(data_root, shared, tmp_path / "tuned", "unrolling_sgd", "--trials=4", "--tune_seeds=100")
     proc = subprocess.Popen([sys.executable, "tune.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
