@@ -233,9 +233,68 @@ def concept_table(cells: list[dict[str, Any]], dataset: str, scenario: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = ()
-                 ) -> list[Path]:
-    """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths."""
+DT_SHORTFALL_LIMIT = 5.0  # points of D_t a tuned method may lose against the retrained model
+
+
+def load_studies(folder: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """tune.py's study summaries (``DATASET-SCENARIO-METHOD.json``) keyed by (dataset, scenario, method)."""
+    import json
+
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        doc = json.loads(path.read_text())
+        scope = doc.get("scope") or {}
+        if {"dataset", "scenario", "method"} <= set(scope):
+            out[(scope["dataset"], scope["scenario"], scope["method"])] = doc
+    return out
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return math.fsum(values) / len(values) if values else None
+
+
+def tuning_table(cells: list[dict[str, Any]], dataset: str, scenario: str,
+                 studies: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
+    """Markdown: published against tuned, per method, on the reported seeds, with the two checks tuning must pass
+    (tuned avg_gap at most the published one; tuned D_t at most 5 points below the retrained model's) and the
+    study each tuned row came from. ``cells`` have their gaps filled already (``fill_gaps``)."""
+    mine = [c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario) and not c.get("variant")]
+    tuned_methods = sorted({c["method"] for c in mine if (c.get("config") or {}).get("tuned")}
+                           | {m for (d, s, m) in studies if (d, s) == (dataset, scenario)})
+    if not tuned_methods:
+        return None
+    rows = group_cells(mine)[(dataset, scenario)] if mine else {}
+    retrain_dt = _mean_of(rows.get("retrain", []), "test_acc")
+    lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | tuned D_t | "
+             "D_t below retrain | within 5 pts | study: trials (failed), best objective | tuned keys |",
+             "|---|---:|---:|---:|:---:|---:|---:|:---:|---|---|"]
+    for method in tuned_methods:
+        pub, tun = rows.get(method, []), rows.get(f"{method} (tuned)", [])
+        pub_gap, tun_gap, tun_dt = _mean_of(pub, "avg_gap"), _mean_of(tun, "avg_gap"), _mean_of(tun, "test_acc")
+        better = "-" if pub_gap is None or tun_gap is None else ("yes" if tun_gap <= pub_gap else "**no**")
+        short = None if retrain_dt is None or tun_dt is None else retrain_dt - tun_dt
+        within = "-" if short is None else ("yes" if short <= DT_SHORTFALL_LIMIT else "**no**")
+        study = studies.get((dataset, scenario, method))
+        if study is None:
+            provenance, keys = "-", "-"
+        else:
+            best = study.get("best") or {}
+            value = best.get("value")
+            provenance = (f"{study['complete'] + study['failed']} ({study['failed']}), "
+                          + ("-" if value is None else f"{value:.2f}"))
+            keys = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in (best.get("params") or {}).items()) or "-"
+        lines.append(f"| {method} | {_fmt(pub_gap, '')} | {_fmt(tun_gap, '')} | {len(pub)}/{len(tun)} | {better} | "
+                     f"{_fmt(tun_dt, 'test_acc')} | {_fmt(short, '')} | {within} | {provenance} | {keys} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = (),
+                 studies: dict[tuple[str, str, str], dict[str, Any]] | None = None) -> list[Path]:
+    """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths.
+
+    ``studies`` (``load_studies``): tune.py's summaries, for ``DATASET-SCENARIO-tuning.md``."""
     from storage import write_bytes
 
     written, combined = [], ["# Results: mean ± std over seeds", ""]
@@ -248,6 +307,9 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         gap_md = gap_table(by_method)
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
+        tuning_md = tuning_table(cells, dataset, scenario, studies or {})
+        if tuning_md is not None:
+            written.append(write_bytes(folder / f"{dataset}-{scenario}-tuning.md", tuning_md.encode()))
         concept_md = concept_table(cells, dataset, scenario)
         if concept_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-concepts.md", concept_md.encode()))
@@ -260,5 +322,9 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         if gap_md is not None:
             combined += ["Absolute gap to the model retrained on D_r for the same split (points; MIA x 100):", "",
                          gap_md]
+        if tuning_md is not None:
+            combined += [f"Published against tuned (tune.py, tune seeds apart from the reported ones; a tuned row "
+                         f"passes when its avg gap is at most the published one and its D_t is at most "
+                         f"{DT_SHORTFALL_LIMIT:g} points below the retrained model's):", "", tuning_md]
     written.append(write_bytes(folder / "tables.md", "\n".join(combined).encode()))
     return written

@@ -35,7 +35,7 @@ from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
 from launch.jobs import file_state
 from progress import configure_progress
-from report import write_tables
+from report import load_studies, write_tables
 from unlearn import METHODS
 
 HERE = Path(__file__).resolve().parent
@@ -231,7 +231,7 @@ def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
         log(f"no stored cells under {plan.out_dir / 'cells'} for this grid")
         return []
     method_order = plan.grid["methods"] or DEFAULT_GRID["methods"]
-    written = write_tables(cells, plan.out_dir / "tables", method_order)
+    written = write_tables(cells, plan.out_dir / "tables", method_order, load_studies(plan.out_dir / "tuning"))
     written += write_relearning(cells, plan.out_dir / "tables", method_order, log)
     for path in written:
         log(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ from eval.relearn import mean_series, relearn
 from figures import PAPER_LEVELS, write_relearning
 from main import split_for_seed
 from models import build_model
-from report import scenario_table, write_tables
+from report import load_studies, scenario_table, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1",
@@ -170,3 +171,32 @@ def test_relearn_finetunes_a_copy_and_records_the_gap(mnist_small, small_cfg):
     assert result["gap"][0] == pytest.approx(untrained_gap, abs=1e-9)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # a copy was trained
     assert result["gap"][-1] > 50  # a random net learns D_r's nine classes and never sees class 0
+
+
+def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_path):
+    def cell(method: str, seed: int, tuned: bool, gap: float, test: float) -> dict:
+        return {"dataset": "mnist", "scenario": "random", "method": method, "seed": seed,
+                "config": {"tuned": tuned},
+                "row": {"seed": seed, "remain_acc": 99.0, "forget_acc": 98.0, "test_acc": test, "mia": 0.5,
+                        "unlearn_time_s": 1.0, "avg_gap": gap,
+                        "gap": {"forget_acc": gap, "remain_acc": gap, "test_acc": gap, "mia": 0.0}}}
+
+    cells = [cell("retrain", s, False, 0.0, 98.0 + s) for s in (0, 1)]  # retrain D_t 98.5
+    cells += [cell("neggrad", s, False, 10.0 + s, 90.0) for s in (0, 1)]  # published gap 10.5
+    cells += [cell("neggrad", s, True, 2.0, 95.0 + s) for s in (0, 1)]  # tuned: gap 2, D_t 95.5 (3 below)
+    cells += [cell("ssd", s, False, 1.0, 97.0) for s in (0, 1)]  # published gap 1
+    cells += [cell("ssd", 0, True, 3.0, 80.0)]  # tuned: worse gap, D_t 18.5 below retrain
+    study = {"scope": {"dataset": "mnist", "scenario": "random", "method": "neggrad"}, "complete": 29, "failed": 1,
+             "best": {"value": 1.5, "params": {"neggrad_lr": 0.0001, "neggrad_epochs": 3}}}
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "mnist-random-neggrad.json").write_text(json.dumps(study))
+    studies = load_studies(tmp_path / "tuning")
+    assert list(studies) == [("mnist", "random", "neggrad")]
+    write_tables(cells, tmp_path / "tables", ["retrain", "neggrad", "ssd"], studies)
+    lines = (tmp_path / "tables" / "mnist-random-tuning.md").read_text().splitlines()
+    assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | 95.50 | 3.00 | yes | 30 (1), 1.50 | "
+                        "neggrad_lr=0.0001, neggrad_epochs=3 |")
+    assert lines[3] == "| ssd | 1.00 | 3.00 | 2/1 | **no** | 80.00 | 18.50 | **no** | - | - |"
+    assert "Published against tuned" in (tmp_path / "tables" / "tables.md").read_text()
+    write_tables(cells[:4], tmp_path / "plain", ["retrain", "neggrad"])  # no tuned row, no study: no table
+    assert not (tmp_path / "plain" / "mnist-random-tuning.md").exists()
