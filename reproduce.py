@@ -191,9 +191,12 @@ def read_cell(path: Path) -> dict[str, Any] | None:
 
 
 def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
-    """Missing, unreadable, or stored without the relearning series that ``cfg`` asks for."""
+    """Missing, unreadable, stored without the relearning series that ``cfg`` asks for, or (tuned cells)
+    computed from another version of the tuned file than the one there now (a study that went on)."""
     stored = read_cell(cell.path(out_dir))
-    return stored is None or (cfg.relearn and not stored["row"].get("relearn"))
+    if stored is None or (cfg.relearn and not stored["row"].get("relearn")):
+        return True
+    return cfg.tuned and (stored.get("config") or {}).get("tuned_sha256") != cfg.tuned_sha256
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:

@@ -216,6 +216,28 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     return objective
 
 
+def published_params(cfg: Config) -> dict[str, Any] | None:
+    """The config's own values of the method's space (the published defaults, unless overridden), or None
+    when one of them lies outside the space (SSD: see its module)."""
+    space = SEARCH_SPACES[cfg.method]
+    values = {key: getattr(cfg, key) for key in space}
+    return values if all(p.contains(values[key]) for key, p in space.items()) else None
+
+
+def enqueue_published(study: Any, cfg: Config) -> bool:
+    """Queue the published setting as a trial unless the study has tried it already.
+
+    Every study then scores the published point on the tune seeds, so its best trial is never
+    worse there than the published setting, and the summary shows how far tuning moved.
+    """
+    published = published_params(cfg)
+    tried = [t.params or t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]  # queued
+    if published is None or published in tried:
+        return False
+    study.enqueue_trial(published, user_attrs={"published": True})
+    return True
+
+
 def trial_summary(t: Any) -> dict[str, Any]:
     return {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
             "user_attrs": t.user_attrs,
@@ -274,6 +296,8 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     done = finished(study)
     log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
     if done < opts.trials:
+        if enqueue_published(study, cfg):
+            log("the published setting is queued as a trial")
         configure_determinism(cfg.deterministic)
         device = resolve_device(cfg.device)
         if cfg.num_threads:

@@ -19,7 +19,7 @@ import main as main_mod
 import tune
 from config import parse_args
 from report import group_cells
-from reproduce import Cell, Plan, cell_config
+from reproduce import Cell, Plan, cell_config, needs_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,9 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert tune.main(argv) == 0
     trials = _trials(shared, "mnist-class-neggrad")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    published = parse_args(_argv(data_root, shared, tuned_dir, "neggrad"))
+    assert trials[0].params == {"neggrad_lr": published.neggrad_lr, "neggrad_epochs": published.neggrad_epochs}
+    assert trials[0].user_attrs["published"] and not any(t.user_attrs.get("published") for t in trials[1:])
     for t in trials:
         assert t.value == pytest.approx(sum(t.user_attrs["avg_gap_per_seed"]) / 2)
         assert t.user_attrs["unlearn_time_s"] > 0 and 0 <= t.user_attrs["forget_acc"] <= 100
@@ -174,6 +177,14 @@ def test_tuned_cells_and_rows(tmp_path: Path) -> None:
     assert not cell_config(plan, "mnist", "class", "retrain").tuned
     assert Cell("mnist", "class", "neggrad", 0).path(plan.out_dir).name == "neggrad-seed0.json"
 
+    # a stored tuned cell is computed again once its tuned file changed (the study went on), not before
+    stored = cells["neggrad"].path(plan.out_dir)
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({"config": {"tuned_sha256": cfg.tuned_sha256}, "row": {"relearn": {"gap": [1.0]}}}))
+    assert not needs_run(cells["neggrad"], cfg, plan.out_dir)
+    (tuned_dir / "mnist_class" / "neggrad.yaml").write_text("# provenance\nneggrad_lr: 0.003\n")
+    assert needs_run(cells["neggrad"], cell_config(plan, "mnist", "class", "neggrad"), plan.out_dir)
+
     def cell(method: str, tuned: bool, gap: float) -> dict:
         return {"dataset": "mnist", "scenario": "class", "method": method, "seed": 0,
                 "config": {"tuned": tuned}, "row": {"avg_gap": gap}}
@@ -190,3 +201,17 @@ def test_help_prints_usage_flags_and_keys(flag: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python tune.py")
     assert "--trials=N" in proc.stdout and "--tune_seeds=LIST" in proc.stdout and "--tuned_dir=" in proc.stdout
+
+
+def test_published_setting_is_queued_once_and_only_inside_the_space(data_root: Path, tmp_path: Path) -> None:
+    opts, cfg = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "neggrad"))
+    study = tune.open_study(cfg, opts)
+    assert tune.enqueue_published(study, cfg) and not tune.enqueue_published(study, cfg)
+    waiting = study.get_trials()
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"neggrad_lr": cfg.neggrad_lr,
+                                                                             "neggrad_epochs": cfg.neggrad_epochs}
+    _, ssd = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd"))
+    assert tune.published_params(ssd) is None  # alpha 10, lambda 1 lie outside SSD's space (unlearn/ssd.py)
+    _, inside = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd",
+                                           "--ssd_alpha=0.5", "--ssd_lambda=0.05"))
+    assert tune.published_params(inside) == {"ssd_alpha": 0.5, "ssd_lambda": 0.05}
