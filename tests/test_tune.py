@@ -52,7 +52,8 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     for t in trials:
         assert t.value == pytest.approx(sum(t.user_attrs["avg_gap_per_seed"]) / 2)
         assert t.user_attrs["unlearn_time_s"] > 0 and 0 <= t.user_attrs["forget_acc"] <= 100
-    best = min(trials, key=lambda t: t.value)
+    keeps = [t for t in trials if t.user_attrs["test_acc_below_retrain"] <= 5.0]
+    best = min(keeps or trials, key=lambda t: t.value)
     path = tuned_dir / "mnist_class" / "neggrad.yaml"
     text = path.read_text()
     assert yaml.safe_load(text) == best.params
@@ -215,3 +216,26 @@ def test_published_setting_is_queued_once_and_only_inside_the_space(data_root: P
     _, inside = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd",
                                            "--ssd_alpha=0.5", "--ssd_lambda=0.05"))
     assert tune.published_params(inside) == {"ssd_alpha": 0.5, "ssd_lambda": 0.05}
+
+
+def test_tuned_file_is_the_best_trial_that_keeps_test_accuracy(data_root: Path, tmp_path: Path) -> None:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    opts, cfg = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "neggrad"))
+    study = optuna.create_study(direction="minimize")
+    dists = {"neggrad_lr": FloatDistribution(1e-6, 1e-3, log=True), "neggrad_epochs": IntDistribution(1, 10)}
+    for lr, value, drop in ((1e-4, 0.5, 12.0), (2e-4, 1.5, 4.0), (3e-4, 1.0, 5.5), (4e-4, 2.0, -1.0)):
+        study.add_trial(optuna.trial.create_trial(params={"neggrad_lr": lr, "neggrad_epochs": 2}, distributions=dists,
+                                                  value=value, user_attrs={"test_acc_below_retrain": drop}))
+    path = tune.write_outputs(cfg, opts, study, log=lambda *_: None)
+    assert yaml.safe_load(path.read_text())["neggrad_lr"] == 2e-4  # 0.5 and 1.0 lose more than 5 points of D_t
+    assert "# D_t: 2 complete trials keep D_t within 5 points" in path.read_text()
+    assert tune.test_drop_constraint(study.trials[0]) == [7.0]
+
+    study = optuna.create_study(direction="minimize")
+    for lr, value in ((1e-4, 3.0), (2e-4, 2.0)):
+        study.add_trial(optuna.trial.create_trial(params={"neggrad_lr": lr, "neggrad_epochs": 2}, distributions=dists,
+                                                  value=value, user_attrs={"test_acc_below_retrain": 9.0}))
+    text = tune.write_outputs(cfg, opts, study, log=lambda *_: None).read_text()
+    assert yaml.safe_load(text)["neggrad_lr"] == 2e-4  # none keeps D_t: the best, and the file says so
+    assert "no trial keeps D_t within 5 points of the retrained model's; the best trial is 9.00 points below" in text
