@@ -171,6 +171,15 @@ def test_drop_constraint(trial: Any) -> list[float]:
     return [float(trial.user_attrs.get("test_acc_below_retrain", 0.0)) - DT_SHORTFALL_LIMIT]
 
 
+def seed_standard_error(trial: Any) -> float:
+    """Standard error of a trial's objective over its tune seeds (0 with one seed)."""
+    values = [float(v) for v in trial.user_attrs.get("avg_gap_per_seed", [])]
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
 def finished(study: Any) -> int:
     import optuna
 
@@ -277,8 +286,14 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         return None
     keeps_dt = [t for t in complete if test_drop_constraint(t)[0] <= 0]
     best = min(keeps_dt or complete, key=lambda t: t.value)
+    published = next((t for t in keeps_dt if t.user_attrs.get("published")), None)
+    margin = seed_standard_error(published) if published is not None else 0.0
+    kept = published is not None and best is not published and best.value > published.value - margin
+    if kept:  # a win inside the published setting's own seed noise is no win
+        best = published
     summary["best"] = trial_summary(best)
     summary["best_keeps_test_acc"] = bool(keeps_dt)
+    summary["published_kept"] = kept
     write_json(folder / f"{study_name(cfg)}.json", summary)
     header = [
         f"# tuned by tune.py: {cfg.method} on {cfg.dataset}, {cfg.scenario} removal",
@@ -288,6 +303,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
          f"model's; the best of them is taken" if keeps_dt else
          f"# D_t: no trial keeps D_t within {DT_SHORTFALL_LIMIT:g} points of the retrained model's; "
          f"the best trial is {best.user_attrs.get('test_acc_below_retrain', float('nan')):.2f} points below"),
+        *([f"# the published setting is kept: no feasible trial beats it by more than its standard error over "
+           f"the tune seeds ({margin:.3f})"] if kept else []),
         f"# tune seeds: {','.join(map(str, opts.tune_seeds))} (reported seeds: {','.join(map(str, cfg.seeds))})",
         f"# commit: {summary['git_commit']}",
         f"# date: {summary['date']}",
