@@ -265,6 +265,10 @@ def trial_summary(t: Any) -> dict[str, Any]:
             "duration_s": t.duration.total_seconds() if t.duration is not None else None}
 
 
+def _undated(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith(("# date:", "# commit:"))]
+
+
 def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) -> Path | None:
     """The best trial's keys as TUNED_DIR/.../METHOD.yaml (with provenance) and the study's JSON summary."""
     import optuna
@@ -312,7 +316,9 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     ]
     body = yaml.safe_dump(dict(best.params), sort_keys=False)
     path = tuned_path(cfg)
-    write_bytes(path, ("\n".join(header) + "\n" + body).encode())
+    text = "\n".join(header) + "\n" + body
+    if not path.is_file() or _undated(path.read_text()) != _undated(text):  # same study, same pick: keep the file
+        write_bytes(path, text.encode())  # (and its hash, which the tuned cells made from it record)
     log(f"best of {len(complete)} complete trials: avg_gap {best.value:.4f} -> {path}")
     return path
 

@@ -256,5 +256,9 @@ def test_tuned_file_is_the_best_trial_that_keeps_test_accuracy(data_root: Path, 
     assert tune.seed_standard_error(study_with(1.5).trials[0]) == pytest.approx(0.6)
     text = tune.write_outputs(cfg, opts, study_with(1.5), log=lambda *_: None).read_text()
     assert yaml.safe_load(text)["neggrad_lr"] == 1e-4 and "the published setting is kept" in text
-    text = tune.write_outputs(cfg, opts, study_with(0.9), log=lambda *_: None).read_text()
+    path = tune.write_outputs(cfg, opts, study_with(0.9), log=lambda *_: None)
+    text = path.read_text()
     assert yaml.safe_load(text)["neggrad_lr"] == 2e-4 and "published setting is kept" not in text
+    path.write_text(text.replace("# date: ", "# date: 1999"))  # a later run with the same pick leaves the file
+    tune.write_outputs(cfg, opts, study_with(0.9), log=lambda *_: None)
+    assert "# date: 1999" in path.read_text()
