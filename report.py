@@ -267,7 +267,7 @@ def tuning_table(cells: list[dict[str, Any]], dataset: str, scenario: str,
     rows = group_cells(mine)[(dataset, scenario)] if mine else {}
     retrain_dt = _mean_of(rows.get("retrain", []), "test_acc")
     lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | tuned D_t | "
-             "D_t below retrain | within 5 pts | study: trials (failed), best objective | tuned keys |",
+             "D_t below retrain | within 5 pts | study: trials (failed, pruned), best objective | tuned keys |",
              "|---|---:|---:|---:|:---:|---:|---:|:---:|---|---|"]
     for method in tuned_methods:
         pub, tun = rows.get(method, []), rows.get(f"{method} (tuned)", [])
@@ -281,7 +281,8 @@ def tuning_table(cells: list[dict[str, Any]], dataset: str, scenario: str,
         else:
             best = study.get("best") or {}
             value = best.get("value")
-            provenance = (f"{study['complete'] + study['failed']} ({study['failed']}), "
+            finished = study["complete"] + study["failed"] + study.get("pruned", 0)
+            provenance = (f"{finished} ({study['failed']}, {study.get('pruned', 0)}), "
                           + ("-" if value is None else f"{value:.2f}"))
             keys = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in (best.get("params") or {}).items()) or "-"

@@ -45,6 +45,8 @@ which --tuned=true layers over the preset. Docs: docs/tuning.md."""
 FLAGS = [
     ("--trials=N", "finished trials (complete or failed) the study should hold (default 30)"),
     ("--tune_seeds=LIST", "split seeds of the objective, disjoint from --seeds (default 100,101)"),
+    ("--prune=BOOL", "stop a trial after a tune seed when it is worse than the median of the others there "
+                     "(default true)"),
     ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the trials already in the study)"),
     ("-h, --help", "this text"),
 ]
@@ -61,6 +63,7 @@ class TuneOptions:
     trials: int = DEFAULT_TRIALS
     tune_seeds: tuple[int, ...] = tuple(DEFAULT_TUNE_SEEDS)
     sampler_seed: int = 0
+    prune: bool = True
 
 
 def _int(key: str, text: str, low: int) -> int:
@@ -81,6 +84,10 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         key, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if key == "trials":
             own["trials"] = _int(key, value, 1)
+        elif key == "prune":
+            if value not in ("true", "false"):
+                raise ConfigError(f"prune: expected true or false, got {value!r}")
+            own["prune"] = value == "true"
         elif key == "sampler_seed":
             own["sampler_seed"] = _int(key, value, 0)
         elif key == "tune_seeds":
@@ -138,7 +145,9 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
                                              heartbeat_interval=60, grace_period=180)
-    study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
+    # a trial worse than the median after its first tune seed(s) stops there (not before 5 trials have run)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if opts.prune else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize", pruner=pruner,
                                 load_if_exists=True)
     scope = study_scope(cfg)
     stored = study.user_attrs.get("scope")
@@ -183,7 +192,7 @@ def seed_standard_error(trial: Any) -> float:
 def finished(study: Any) -> int:
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
 
 
@@ -197,6 +206,8 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
     references: dict[int, dict[str, float]] = {}  # the retrained model's metrics per tune seed, evaluated once
 
+    import optuna
+
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -204,12 +215,19 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         rows = []
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
-            for seed in opts.tune_seeds:
+            for step, seed in enumerate(opts.tune_seeds):
                 row, seed_meta, _ = run_seed(trial_cfg, data, original, seed, references)
                 if not seed_meta["weights_finite"]:
                     raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
                 rows.append(row)
-        except (DataError, KeyboardInterrupt):
+                so_far = _mean([float(r["avg_gap"]) for r in rows])
+                if opts.prune and step < len(opts.tune_seeds) - 1 and math.isfinite(so_far):
+                    trial.report(so_far, step)
+                    if trial.should_prune():
+                        trial.set_user_attr("avg_gap_per_seed", [float(r["avg_gap"]) for r in rows])
+                        log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
+                        raise optuna.TrialPruned()
+        except (DataError, KeyboardInterrupt, optuna.TrialPruned):
             raise
         except Exception as exc:  # the method (or a setting it refuses) broke: this trial failed, the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
@@ -276,10 +294,12 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     folder = Path(cfg.out_dir) / "tuning"
     summary: dict[str, Any] = {
         "study": study_name(cfg), "database": str(folder / f"{study_name(cfg)}.db"),
         "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),
+        "pruned": len(pruned),
         "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scope": study.user_attrs.get("scope"), "best": None,
         "trials": [trial_summary(t) for t in trials],
@@ -301,7 +321,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     write_json(folder / f"{study_name(cfg)}.json", summary)
     header = [
         f"# tuned by tune.py: {cfg.method} on {cfg.dataset}, {cfg.scenario} removal",
-        f"# trials: {len(complete) + len(failed)} finished ({len(complete)} complete, {len(failed)} failed)",
+        f"# trials: {len(complete) + len(failed) + len(pruned)} finished ({len(complete)} complete, "
+        f"{len(failed)} failed, {len(pruned)} pruned)",
         f"# best: trial {best.number}, mean avg_gap {best.value:.4f} to the retrained model",
         (f"# D_t: {len(keeps_dt)} complete trials keep D_t within {DT_SHORTFALL_LIMIT:g} points of the retrained "
          f"model's; the best of them is taken" if keeps_dt else

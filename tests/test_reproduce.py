@@ -194,7 +194,7 @@ def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_pa
     assert list(studies) == [("mnist", "random", "neggrad")]
     write_tables(cells, tmp_path / "tables", ["retrain", "neggrad", "ssd"], studies)
     lines = (tmp_path / "tables" / "mnist-random-tuning.md").read_text().splitlines()
-    assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | 95.50 | 3.00 | yes | 30 (1), 1.50 | "
+    assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | 95.50 | 3.00 | yes | 30 (1, 0), 1.50 | "
                         "neggrad_lr=0.0001, neggrad_epochs=3 |")
     assert lines[3] == "| ssd | 1.00 | 3.00 | 2/1 | **no** | 80.00 | 18.50 | **no** | - | - |"
     assert "Published against tuned" in (tmp_path / "tables" / "tables.md").read_text()
