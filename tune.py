@@ -43,7 +43,7 @@ the objective is the mean avg_gap to the retrained model over the tune seeds. Th
 OUT_DIR/tuning/ and continues when run again; the best keys go to TUNED_DIR/DATASET_SCENARIO/METHOD.yaml,
 which --tuned=true layers over the preset. Docs: docs/tuning.md."""
 FLAGS = [
-    ("--trials=N", "finished trials (complete or failed) the study should hold (default 30)"),
+    ("--trials=N", "finished trials (complete, failed or pruned) the study should hold (default 30)"),
     ("--tune_seeds=LIST", "split seeds of the objective, disjoint from --seeds (default 100,101)"),
     ("--prune=BOOL", "stop a trial after a tune seed when it is worse than the median of the others there "
                      "(default true)"),
