@@ -166,8 +166,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs.get("pid", -1))):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    study.sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed + len(study.trials),
-                                               constraints_func=test_drop_constraint)
+    study.sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed + len(study.trials))
     return study
 
 
@@ -176,7 +175,7 @@ def test_drop_constraint(trial: Any) -> list[float]:
 
     A tuned method that buys a small avg_gap with a model that no longer classifies the test set
     is not a fair comparison; the sampler steers away from such points and the tuned file is the
-    best trial that keeps D_t (``write_outputs``)."""
+    best trial that keeps D_t (``write_outputs``); the objective hands it to Optuna with ``set_constraint``."""
     return [float(trial.user_attrs.get("test_acc_below_retrain", 0.0)) - DT_SHORTFALL_LIMIT]
 
 
@@ -240,8 +239,10 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         for key in rows[0].get("gap", {}):
             trial.set_user_attr(f"gap_{key}", _mean([float(r["gap"][key]) for r in rows]))
         trial.set_user_attr("avg_gap_per_seed", [float(r["avg_gap"]) for r in rows])
-        trial.set_user_attr("test_acc_below_retrain",
-                            _mean([float(r["retrain"]["test_acc"]) - float(r["test_acc"]) for r in rows]))
+        drop = _mean([float(r["retrain"]["test_acc"]) - float(r["test_acc"]) for r in rows])
+        trial.set_user_attr("test_acc_below_retrain", drop)
+        if math.isfinite(drop):
+            trial.set_constraint("test_acc_below_retrain", drop - DT_SHORTFALL_LIMIT)
         value = _mean([float(r["avg_gap"]) for r in rows])
         finite = all(math.isfinite(float(r[k])) for r in rows for k in ("avg_gap", "test_acc", "remain_acc"))
         if not finite or not math.isfinite(value):
