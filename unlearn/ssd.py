@@ -34,9 +34,12 @@ batches). On a 10-class problem with one class (or 10 %) forgotten that cap is a
 nothing (the same review: alpha 1, lambda 0.1 leaves D_f at 99.2 %; alpha 0.2, lambda 0.1
 gives D_f 62.9 %, D_r 98.0 %). The release's class experiments have 20 or more classes
 (alpha 50, lambda 0.1 on its 105-class set), where the cap is far higher. The space is
-therefore alpha log-uniform in [0.05, 1] and lambda log-uniform in [0.01, 0.1]; the
-published defaults stay the config's defaults (the published row) and lie outside it
-(``DEFAULTS_OUTSIDE_SPACE``).
+therefore alpha log-uniform in [0.05, 1] and lambda log-uniform in [0.01, 1]. Lambda first
+stopped at 0.1, but a 20-trial study on MNIST class 0 (tune seeds 100, 101) found every trial
+in that range either forgetting nothing or forgetting D_f with D_r at 82 % or less, and the
+review's best point sat on that edge, so the range now reaches the published 1 (milder
+dampening of more weights). The published alpha stays the config's default (the published
+row) and lies outside the space (``DEFAULTS_OUTSIDE_SPACE``).
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
 # 105-class set); here the importance ratio is capped near 10 (see the module docstring), so alpha <= 1.
 SEARCH_SPACE: dict[str, Param] = {
     "ssd_alpha": log_float(0.05, 1.0),
-    "ssd_lambda": log_float(0.01, 0.1),
+    "ssd_lambda": log_float(0.01, 1.0),
 }
-# the published defaults (alpha 10, lambda 1) stay the published row, outside the space for the reason above
-DEFAULTS_OUTSIDE_SPACE: tuple[str, ...] = ("ssd_alpha", "ssd_lambda")
+# the published alpha 10 stays the published row, outside the space for the reason above (lambda 1 is inside)
+DEFAULTS_OUTSIDE_SPACE: tuple[str, ...] = ("ssd_alpha",)
