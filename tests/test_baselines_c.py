@@ -168,7 +168,7 @@ def test_ssd_importance_is_mean_squared_batch_gradient(setup, mnist_small):
 
 def test_ssd_ratio_is_capped_so_its_space_stays_below_one(setup, mnist_small):
     """[]_f / []_D cannot exceed (all batches) / (forget batches), about 10 with a tenth forgotten: the release's
-    alpha 10 sits at the cap, so the declared space is alpha <= 1 and lambda 0.01-0.1 (defaults left outside)."""
+    alpha 10 sits at the cap, so the declared space is alpha <= 1 (the default left outside), lambda 0.01-1."""
     cfg, original, split = setup
     task = UnlearnTask(mnist_small, split, 0)
     model = copy.deepcopy(original)
@@ -180,8 +180,8 @@ def test_ssd_ratio_is_capped_so_its_space_stays_below_one(setup, mnist_small):
     assert 5 < cap < 15 and ratio <= cap * (1 + 1e-4), (ratio, cap)
     space = SEARCH_SPACES["ssd"]
     assert space["ssd_alpha"].high <= 1.0 and space["ssd_alpha"].log
-    assert (space["ssd_lambda"].low, space["ssd_lambda"].high) == (0.01, 0.1)
-    assert not space["ssd_alpha"].contains(Config().ssd_alpha)
+    assert (space["ssd_lambda"].low, space["ssd_lambda"].high) == (0.01, 1.0)
+    assert not space["ssd_alpha"].contains(Config().ssd_alpha) and space["ssd_lambda"].contains(Config().ssd_lambda)
 
 
 def test_scrub_rewind_returns_the_epoch_closest_to_the_heldout_error(setup, mnist_small):
