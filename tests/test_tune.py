@@ -105,7 +105,7 @@ def test_killed_study_continues_without_repeating(data_root: Path, shared: Path,
     proc = subprocess.Popen([sys.executable, "tune.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     db = shared / "tuning" / "mnist-class-unrolling_sgd.db"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a loaded machine can take minutes to import, load and run one trial
     complete = 0
     while complete < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
