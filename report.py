@@ -249,29 +249,26 @@ def load_studies(folder: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     return out
 
 
-def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    return math.fsum(values) / len(values) if values else None
+TUNED = " (tuned)"  # the row name suffix of a tuned method (``row_name``)
 
 
-def tuning_table(cells: list[dict[str, Any]], dataset: str, scenario: str,
+def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scenario: str,
                  studies: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
     """Markdown: published against tuned, per method, on the reported seeds, with the two checks tuning must pass
     (tuned avg_gap at most the published one; tuned D_t at most 5 points below the retrained model's) and the
-    study each tuned row came from. ``cells`` have their gaps filled already (``fill_gaps``)."""
-    mine = [c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario) and not c.get("variant")]
-    tuned_methods = sorted({c["method"] for c in mine if (c.get("config") or {}).get("tuned")}
+    study each tuned row came from. ``by_method``: one scenario's rows (``group_cells``), gaps filled."""
+    tuned_methods = sorted({name[:-len(TUNED)] for name in by_method if name.endswith(TUNED)}
                            | {m for (d, s, m) in studies if (d, s) == (dataset, scenario)})
     if not tuned_methods:
         return None
-    rows = group_cells(mine)[(dataset, scenario)] if mine else {}
-    retrain_dt = _mean_of(rows.get("retrain", []), "test_acc")
+    retrain_dt = summarize(by_method.get("retrain", []), ("test_acc",))[0]["test_acc"]
     lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | tuned D_t | "
              "D_t below retrain | within 5 pts | study: trials (failed, pruned), best objective | tuned keys |",
              "|---|---:|---:|---:|:---:|---:|---:|:---:|---|---|"]
     for method in tuned_methods:
-        pub, tun = rows.get(method, []), rows.get(f"{method} (tuned)", [])
-        pub_gap, tun_gap, tun_dt = _mean_of(pub, "avg_gap"), _mean_of(tun, "avg_gap"), _mean_of(tun, "test_acc")
+        pub, tun = by_method.get(method, []), by_method.get(method + TUNED, [])
+        pub_gap = summarize(pub, ("avg_gap",))[0]["avg_gap"]
+        tun_gap, tun_dt = (summarize(tun, ("avg_gap", "test_acc"))[0][k] for k in ("avg_gap", "test_acc"))
         better = "-" if pub_gap is None or tun_gap is None else ("yes" if tun_gap <= pub_gap else "**no**")
         short = None if retrain_dt is None or tun_dt is None else retrain_dt - tun_dt
         within = "-" if short is None else ("yes" if short <= DT_SHORTFALL_LIMIT else "**no**")
@@ -308,7 +305,7 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         gap_md = gap_table(by_method)
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
-        tuning_md = tuning_table(cells, dataset, scenario, studies or {})
+        tuning_md = tuning_table(by_method, dataset, scenario, studies or {})
         if tuning_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-tuning.md", tuning_md.encode()))
         concept_md = concept_table(cells, dataset, scenario)

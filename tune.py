@@ -201,17 +201,17 @@ def _mean(values: list[float]) -> float:
 
 def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log: Any) -> Any:
     """The trial function: mean avg_gap over the tune seeds; NaN (a failed trial) when the method breaks."""
+    import optuna
+
     space = SEARCH_SPACES[cfg.method]
     base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
     references: dict[int, dict[str, float]] = {}  # the retrained model's metrics per tune seed, evaluated once
-
-    import optuna
 
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = suggest(trial, space)
-        rows = []
+        rows, per_seed = [], []  # per_seed: each tune seed's avg_gap
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
             for step, seed in enumerate(opts.tune_seeds):
@@ -219,11 +219,12 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
                 if not seed_meta["weights_finite"]:
                     raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
                 rows.append(row)
-                so_far = _mean([float(r["avg_gap"]) for r in rows])
+                per_seed.append(float(row["avg_gap"]))
+                so_far = _mean(per_seed)
                 if opts.prune and step < len(opts.tune_seeds) - 1 and math.isfinite(so_far):
                     trial.report(so_far, step)
                     if trial.should_prune():
-                        trial.set_user_attr("avg_gap_per_seed", [float(r["avg_gap"]) for r in rows])
+                        trial.set_user_attr("avg_gap_per_seed", per_seed)
                         log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
                         raise optuna.TrialPruned()
         except (DataError, KeyboardInterrupt, optuna.TrialPruned):
@@ -238,12 +239,12 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
             trial.set_user_attr(key, _mean([float(r[key]) for r in rows]))
         for key in rows[0].get("gap", {}):
             trial.set_user_attr(f"gap_{key}", _mean([float(r["gap"][key]) for r in rows]))
-        trial.set_user_attr("avg_gap_per_seed", [float(r["avg_gap"]) for r in rows])
+        trial.set_user_attr("avg_gap_per_seed", per_seed)
         drop = _mean([float(r["retrain"]["test_acc"]) - float(r["test_acc"]) for r in rows])
         trial.set_user_attr("test_acc_below_retrain", drop)
         if math.isfinite(drop):
-            trial.set_constraint("test_acc_below_retrain", drop - DT_SHORTFALL_LIMIT)
-        value = _mean([float(r["avg_gap"]) for r in rows])
+            trial.set_constraint("test_acc_below_retrain", test_drop_constraint(trial)[0])
+        value = _mean(per_seed)
         finite = all(math.isfinite(float(r[k])) for r in rows for k in ("avg_gap", "test_acc", "remain_acc"))
         if not finite or not math.isfinite(value):
             trial.set_user_attr("error", "non-finite metrics (the method diverged)")
