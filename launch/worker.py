@@ -105,6 +105,8 @@ def compute_cell(job: CellJob, res: Resources) -> None:
                                      "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      **backend_info(data.train.labels.device)},
                 "config": cfg.to_dict()}
+    for stale in job.path.parent.glob(f".{job.path.name}.*.tmp"):  # a killed writer's; we hold the cell's lock
+        stale.unlink(missing_ok=True)
     write_json(job.path, json_safe(document))
     tqdm.write(f"{job.label}: D_r {row['remain_acc']:.2f} D_f {row['forget_acc']:.2f} "
                f"D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
