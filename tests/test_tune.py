@@ -207,18 +207,33 @@ def test_help_prints_usage_flags_and_keys(flag: str) -> None:
     assert "--trials=N" in proc.stdout and "--tune_seeds=LIST" in proc.stdout and "--tuned_dir=" in proc.stdout
 
 
-def test_published_setting_is_queued_once_and_only_inside_the_space(data_root: Path, tmp_path: Path) -> None:
+def test_published_setting_is_queued_once_even_outside_the_space(data_root: Path, shared: Path,
+                                                                 tmp_path: Path) -> None:
     opts, cfg = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "neggrad"))
     study = tune.open_study(cfg, opts)
     assert tune.enqueue_published(study, cfg) and not tune.enqueue_published(study, cfg)
     waiting = study.get_trials()
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"neggrad_lr": cfg.neggrad_lr,
                                                                              "neggrad_epochs": cfg.neggrad_epochs}
-    _, ssd = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd"))
-    assert tune.published_params(ssd) is None  # alpha 10, lambda 1 lie outside SSD's space (unlearn/ssd.py)
+    ssd_opts, ssd = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd"))
+    assert tune.published_params(ssd) == {"ssd_alpha": 10.0, "ssd_lambda": 1.0}
+    assert tune.outside_space(tune.published_params(ssd), "ssd") == ["ssd_alpha"]  # see unlearn/ssd.py
+    ssd_study = tune.open_study(ssd, ssd_opts)
+    assert tune.enqueue_published(ssd_study, ssd) and not tune.enqueue_published(ssd_study, ssd)
+    assert ssd_study.get_trials()[0].system_attrs["fixed_params"] == {"ssd_alpha": 10.0, "ssd_lambda": 1.0}
     _, inside = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "ssd",
                                            "--ssd_alpha=0.5", "--ssd_lambda=0.05"))
     assert tune.published_params(inside) == {"ssd_alpha": 0.5, "ssd_lambda": 0.05}
+    assert tune.outside_space(tune.published_params(inside), "ssd") == []
+
+    # run as given (Optuna takes a queued value out of range), then the sampler draws inside the space
+    ssd_opts, ssd = tune.parse_tune_args(_argv(data_root, shared, tmp_path / "tuned", "ssd", "--trials=2",
+                                               "--tune_seeds=100", "--prune=false"))
+    assert tune.tune(ssd, ssd_opts, log=lambda *_: None) is not None
+    published_trial, drawn = _trials(shared, "mnist-class-ssd")
+    assert published_trial.state.name == "COMPLETE" and published_trial.user_attrs["published"]
+    assert published_trial.params == {"ssd_alpha": 10.0, "ssd_lambda": 1.0}
+    assert drawn.state.name == "COMPLETE" and tune.outside_space(drawn.params, "ssd") == []
 
 
 def test_tuned_file_is_the_best_trial_that_keeps_test_accuracy(data_root: Path, tmp_path: Path) -> None:

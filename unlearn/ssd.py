@@ -39,7 +39,9 @@ stopped at 0.1, but a 20-trial study on MNIST class 0 (tune seeds 100, 101) foun
 in that range either forgetting nothing or forgetting D_f with D_r at 82 % or less, and the
 review's best point sat on that edge, so the range now reaches the published 1 (milder
 dampening of more weights). The published alpha stays the config's default (the published
-row) and lies outside the space (``DEFAULTS_OUTSIDE_SPACE``).
+row) and lies outside the space (``DEFAULTS_OUTSIDE_SPACE``); ``tune.py`` still tries it as a
+study's first trial, since in random removal forgetting almost nothing can be closest to the
+retrained model.
 """
 
 from __future__ import annotations
