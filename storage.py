@@ -22,6 +22,19 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_temps(path: str | Path) -> int:
+    """Remove the temp files a writer of ``path`` killed before its rename left beside it; returns how many.
+
+    Call it only while holding the lock every writer of ``path`` takes (a cell's or a checkpoint's),
+    so no live writer's temp file can be among them.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))  # the names _atomic gives its temp files
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

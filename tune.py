@@ -380,9 +380,9 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
         original, _ = original_model(cfg, data)
         objective = make_objective(cfg, opts, data, original, log)
         running = optuna.trial.TrialState.RUNNING
-        while finished(study) + len(study.get_trials(deepcopy=False, states=(running,))) < opts.trials:
-            with warnings.catch_warnings():  # the queued published value outside the space is said above
-                warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+        with warnings.catch_warnings():  # the queued published value outside the space is said above
+            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+            while finished(study) + len(study.get_trials(deepcopy=False, states=(running,))) < opts.trials:
                 study.optimize(objective, n_trials=1)
     return write_outputs(cfg, opts, study, log)
 

@@ -29,7 +29,7 @@ from models.original import original_key, original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import configure_progress
 from report import git_commit, json_safe
-from storage import write_json
+from storage import remove_stale_temps, write_json
 from unlearn.retrain import retrained_model
 
 Job = CellJob | ModelJob
@@ -105,8 +105,7 @@ def compute_cell(job: CellJob, res: Resources) -> None:
                                      "torch": torch.__version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      **backend_info(data.train.labels.device)},
                 "config": cfg.to_dict()}
-    for stale in job.path.parent.glob(f".{job.path.name}.*.tmp"):  # a killed writer's; we hold the cell's lock
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(job.path)  # a killed writer's; we hold the cell's lock
     write_json(job.path, json_safe(document))
     tqdm.write(f"{job.label}: D_r {row['remain_acc']:.2f} D_f {row['forget_acc']:.2f} "
                f"D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")

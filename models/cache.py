@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 
 from models.runtime import device_name
-from storage import load_checkpoint, save_checkpoint
+from storage import load_checkpoint, remove_stale_temps, save_checkpoint
 
 CACHE_VERSION = 1  # bump when training code changes what a key produces
 
@@ -126,6 +126,7 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
     losses = train(model)
     elapsed = time.perf_counter() - start
     trained_on = device_name(next(model.parameters()).device)
+    remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
     save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
                            "losses": losses, "config": config, "trained_on": trained_on})
     return CacheInfo(path, True, elapsed, losses, trained_on)

@@ -60,6 +60,16 @@ def test_trains_once_then_loads(tmp_path):
     assert logs == []
 
 
+def test_training_removes_the_temp_file_a_killed_trainer_left(tmp_path):
+    planted = tmp_path / f".orig-{key_hash(KEY)}.pt.killed.tmp"  # the name save_checkpoint's temp file gets
+    planted.write_bytes(b"PK\x03\x04 half a zip")
+    other = tmp_path / ".other.pt.x.tmp"  # another file's temp: not ours to touch
+    other.write_bytes(b"")
+    info = cached_model(fresh(), tmp_path, "orig", KEY, Trainer(), {}, log=lambda _: None)
+    assert info.trained and not planted.exists() and other.exists()
+    assert sorted(os.listdir(tmp_path)) == sorted([info.path.name, info.path.name + ".lock", other.name])
+
+
 def test_key_order_does_not_matter_but_values_do():
     assert key_hash({"a": 1, "b": 2}) == key_hash({"b": 2, "a": 1})
     assert key_hash({"a": 1, "b": 2}) != key_hash({"a": 1, "b": 3})
