@@ -20,6 +20,7 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,10 +165,29 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
                           f"not {list(opts.tune_seeds)}")
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs.get("pid", -1))):
+        dead = (orphaned(study, t) if "pid" not in t.user_attrs
+                else t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs["pid"])))
+        if dead:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     study.sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed + len(study.trials))
     return study
+
+
+ORPHAN_GRACE_S = 10.0  # a live process names itself on its trial within milliseconds of creating it
+
+
+def orphaned(study: Any, trial: Any) -> bool:
+    """Whether a RUNNING trial without host and pid lost its process before the objective's first line.
+
+    A kill between Optuna creating the trial and ``objective`` naming its process leaves a trial
+    nobody can claim (and that never beats, so the heartbeat does not fail it either); counted as
+    running, it would keep the study short of its trials for good. Once the trial is older than
+    ``ORPHAN_GRACE_S`` and still nameless, its process is gone.
+    """
+    age = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+    if age < ORPHAN_GRACE_S:
+        time.sleep(ORPHAN_GRACE_S - age)
+    return "pid" not in study._storage.get_trial(trial._trial_id).user_attrs
 
 
 def test_drop_constraint(trial: Any) -> list[float]:

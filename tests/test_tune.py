@@ -4,7 +4,9 @@ refuses reported seeds, fails diverging trials and goes on; tuned=true needs its
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import yaml
 
 import main as main_mod
 import tune
-from config import parse_args
+from config import Config, parse_args
 from report import group_cells
 from reproduce import Cell, Plan, cell_config, needs_run
 
@@ -125,10 +127,27 @@ def test_killed_study_continues_without_repeating(data_root: Path, shared: Path,
     assert len(after) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in after)
     for old in done_before:  # finished trials are kept as they were, not run again
         assert after[old.number].params == old.params and after[old.number].value == old.value
-    killed_pid = done_before[0].user_attrs["pid"]
-    assert sum(t.user_attrs.get("pid") == killed_pid for t in after) == len(before)
+    killed_pid = done_before[0].user_attrs["pid"]  # a kill before the objective named its process leaves no pid
+    assert sum(t.user_attrs.get("pid", killed_pid) == killed_pid for t in after) == len(before)
     # a trial the kill interrupted was marked failed, not left running
     assert all(t.state.name == "FAIL" for t in after[: len(before)] if t not in done_before)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() outside optimize, on purpose
+def test_nameless_running_trial_of_a_dead_process_is_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between Optuna creating a trial and the objective's first line leaves it RUNNING without
+    host or pid; open_study fails it once it is older than the grace, instead of counting it as running."""
+    cfg = Config(dataset="mnist", scenario="class", method="unrolling_sgd", out_dir=str(tmp_path))
+    opts = tune.TuneOptions()
+    study = tune.open_study(cfg, opts)
+    orphan = study.ask()  # created RUNNING, never named: its process "died" here
+    named = study.ask()
+    named.set_user_attr("host", socket.gethostname())
+    named.set_user_attr("pid", os.getpid())  # alive: left running
+    monkeypatch.setattr(tune, "ORPHAN_GRACE_S", 0.0)
+    again = tune.open_study(cfg, opts)
+    states = {t.number: t.state for t in again.get_trials(deepcopy=False)}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}
 
 
 def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path: Path,
