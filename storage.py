@@ -22,6 +22,11 @@ def _umask() -> int:
     return mask
 
 
+def _temp_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of the temp file ``_atomic`` writes ``path`` through (hidden, beside it)."""
+    return f".{path.name}.", ".tmp"
+
+
 def remove_stale_temps(path: str | Path) -> int:
     """Remove the temp files a writer of ``path`` killed before its rename left beside it; returns how many.
 
@@ -29,7 +34,8 @@ def remove_stale_temps(path: str | Path) -> int:
     so no live writer's temp file can be among them.
     """
     path = Path(path)
-    stale = list(path.parent.glob(f".{path.name}.*.tmp"))  # the names _atomic gives its temp files
+    prefix, suffix = _temp_affixes(path)
+    stale = list(path.parent.glob(f"{prefix}*{suffix}"))
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return len(stale)
@@ -38,7 +44,8 @@ def remove_stale_temps(path: str | Path) -> int:
 def _atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = _temp_affixes(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make results private
         with os.fdopen(fd, "wb") as f:
