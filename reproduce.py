@@ -224,7 +224,13 @@ def sweep(plan: Plan, log: Any = print, options: LaunchOptions | None = None) ->
     jobs = cell_jobs(plan)
     total = len(plan.cells())
     log(f"{total} cells: {total - len(jobs)} stored, {len(jobs)} to compute -> {plan.out_dir}")
-    return launch.run(jobs, options or LaunchOptions(), plan.out_dir, log)
+    outcome = launch.run(jobs, options or LaunchOptions(), plan.out_dir, log)
+    if outcome.finished and not outcome.failures:  # a cell another live run holds the lock of is left to it
+        held = [job.label for job in jobs if not job.path.exists()]
+        if held:
+            log(f"{len(held)} cells left to another run that holds their locks (rerun once it ends): "
+                + ", ".join(held))
+    return outcome
 
 
 def write_outputs(plan: Plan, log: Any = print) -> list[Path]:

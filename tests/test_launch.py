@@ -22,6 +22,7 @@ import reproduce
 from config import parse_args
 from launch.local import visible_gpus, worker_settings
 from launch.options import parse_options
+from launch.worker import cell_lock
 from models.cache import CacheBusy, cache_lock, hold
 from models.original import original_path
 
@@ -140,6 +141,10 @@ def test_killed_workers_leave_no_partial_file_and_a_rerun_computes_only_the_rest
     assert all(json.loads(content)["row"] for content in before.values()), "a killed write left a partial cell"
 
     missing = sorted({f"{m}-seed{s}.json" for m in ("camu", "finetune") for s in (0, 1)} - set(before))
+    for name in missing:  # SIGKILL takes effect when a worker leaves the kernel: one inside fsync holds its lock on
+        lock = cell_lock(out / "cells" / "mnist-class" / name)  # until then, and a rerun would leave it that cell
+        lock.acquire(timeout=120)
+        lock.release()
     (out / "cells" / "mnist-class" / f".{missing[0]}.planted.tmp").write_text('{"row": ')  # as a kill leaves it
 
     status, log = _run(args)  # the dead workers' cell locks must not block it (a held lock would skip its cell)
@@ -148,6 +153,27 @@ def test_killed_workers_leave_no_partial_file_and_a_rerun_computes_only_the_rest
     assert len(after) == 4 and all(after[name] == content for name, content in before.items())
     # a worker killed between its temp file and the rename leaves the temp; the cell's next writer removes it
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_cell_whose_lock_another_run_holds_is_left_to_it_and_reported(submitted, tmp_path):
+    out, args, _ = submitted
+    path = out / "cells" / "mnist-class" / "finetune-seed0.json"
+    path.rename(tmp_path / path.name)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom launch.worker import cell_lock\n"
+                               "lock = cell_lock(__import__('pathlib').Path(sys.argv[1]))\nlock.acquire()\n"
+                               "print('held', flush=True)\ntime.sleep(300)", str(path)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status, log = _run(args)
+        assert status == 0 and "4 cells: 3 stored, 1 to compute" in log, log
+        assert "1 cells left to another run that holds their locks (rerun once it ends): " \
+               "mnist-class finetune seed 0" in log, log
+        assert not path.exists()  # not computed here
+    finally:
+        holder.kill()
+        holder.wait()
+        os.replace(tmp_path / path.name, path)  # the other tests see the worker's cell
 
 
 _TRAIN_ORIGINAL = """
