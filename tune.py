@@ -169,8 +169,56 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
                 else t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs["pid"])))
         if dead:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    study.sampler = optuna.samplers.TPESampler(seed=opts.sampler_seed + len(study.trials))
+    study.sampler = failure_aware_tpe(seed=opts.sampler_seed + len(study.trials))
     return study
+
+
+def failure_aware_tpe(seed: int) -> Any:
+    """Optuna's TPE sampler, told about the trials that failed because of their parameters.
+
+    TPE models complete and pruned trials only and forgets a FAIL, so where part of a space
+    diverges it keeps drawing there (RL's Fashion-MNIST class study: 18 of 30 trials at learning
+    rates from 0.03 up, all diverged). This sampler shows TPE every FAIL that carries an
+    ``error`` (the method raised or diverged: the parameters' doing) as a pruned trial without a
+    reported value, which TPE ranks below every complete and pruned trial; a FAIL without one (a
+    killed process) is left out as before. The trials themselves stay FAIL in the study.
+    """
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    class FailuresAsWorst:  # what TPE reads of the study; everything else is the study's own
+        def __init__(self, study: Any) -> None:
+            self._study = study
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._study, name)
+
+        def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
+            if states is None or TrialState.PRUNED not in states:
+                return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+            trials = self._study._get_trials(deepcopy=deepcopy, states=(*states, TrialState.FAIL),
+                                             use_cache=use_cache)
+            shown = []
+            for t in trials:
+                if t.state == TrialState.FAIL and TrialState.FAIL not in states:
+                    if "error" not in t.user_attrs:
+                        continue
+                    t = copy.copy(t)
+                    t.state = TrialState.PRUNED
+                    t.intermediate_values = {}  # a seed it finished before diverging must not rank it
+                shown.append(t)
+            return shown
+
+    class Sampler(optuna.samplers.TPESampler):
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+            return super().sample_relative(FailuresAsWorst(study), trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return super().sample_independent(FailuresAsWorst(study), trial, param_name, param_distribution)
+
+    return Sampler(seed=seed)
 
 
 ORPHAN_GRACE_S = 10.0  # a live process names itself on its trial within milliseconds of creating it

@@ -315,3 +315,50 @@ def test_a_trial_worse_than_the_median_after_one_seed_is_pruned(data_root: Path,
     # stopped at 6; the published setting, queued behind the test's trials, waits for a run asking for more
     summary = json.loads((out / "tuning" / "mnist-class-neggrad.json").read_text())
     assert summary["pruned"] == 1 and "1 pruned" in (tmp_path / "tuned" / "mnist_class" / "neggrad.yaml").read_text()
+
+
+def _diverging_above(limit: float, with_error: bool):
+    """An objective whose best lies a decade below a learning rate from which every trial diverges."""
+    import math
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        epochs = trial.suggest_int("epochs", 1, 10)
+        if lr > limit:
+            if with_error:
+                trial.set_user_attr("error", "FloatingPointError: non-finite weights (the method diverged)")
+            return float("nan")  # FAIL, as tune.py's objective records a diverged trial
+        return 10 * abs(math.log10(lr) + 2.6) + 0.3 * abs(epochs - 9)
+
+    return objective
+
+
+@pytest.mark.filterwarnings("ignore:Trial .* failed")
+def test_sampler_learns_from_diverged_trials_and_ignores_killed_ones() -> None:
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        _compare_samplers()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _compare_samplers() -> None:
+    wasted = {"plain": 0, "aware": 0}
+    for seed in range(4):
+        samplers = {"plain": optuna.samplers.TPESampler(seed=seed), "aware": tune.failure_aware_tpe(seed)}
+        for name, sampler in samplers.items():
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(_diverging_above(0.03, with_error=True), n_trials=30)
+            failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+            assert failed == [t.number for t in study.trials if t.params["lr"] > 0.03]  # stored as FAIL still
+            wasted[name] += sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials[10:])  # after startup
+    assert wasted["aware"] * 3 < wasted["plain"], wasted  # measured: 9 against 47
+
+    # a FAIL without an error (a killed process) says nothing about its parameters: TPE as before
+    draws = []
+    for sampler in (optuna.samplers.TPESampler(seed=0), tune.failure_aware_tpe(0)):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(_diverging_above(0.03, with_error=False), n_trials=20)
+        draws.append([t.params for t in study.trials])
+    assert draws[0] == draws[1]
