@@ -182,6 +182,10 @@ def failure_aware_tpe(seed: int) -> Any:
     ``error`` (the method raised or diverged: the parameters' doing) as a pruned trial without a
     reported value, which TPE ranks below every complete and pruned trial; a FAIL without one (a
     killed process) is left out as before. The trials themselves stay FAIL in the study.
+
+    The hook is ``Study._get_trials``, which TPE reads its history through (Optuna 4-5); should a
+    later Optuna read it otherwise, this is plain TPE again, and tests/test_tune.py, which
+    compares the two, fails.
     """
     import copy
 
