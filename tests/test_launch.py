@@ -48,6 +48,26 @@ def _cells(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "cells" / "mnist-class").glob("*.json"))}
 
 
+_HOLD = """
+import importlib, sys, time
+from pathlib import Path
+module, name, path = sys.argv[1:]
+lock = getattr(importlib.import_module(module), name)(Path(path))
+lock.acquire()
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def _hold(factory: str, path: Path) -> subprocess.Popen:
+    """Another process holding the lock ``factory`` (``module.function``) gives for ``path``, until killed."""
+    module, name = factory.rsplit(".", 1)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, module, name, str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
@@ -158,13 +178,9 @@ def test_killed_workers_leave_no_partial_file_and_a_rerun_computes_only_the_rest
 def test_a_cell_whose_lock_another_run_holds_is_left_to_it_and_reported(submitted, tmp_path):
     out, args, _ = submitted
     path = out / "cells" / "mnist-class" / "finetune-seed0.json"
+    holder = _hold("launch.worker.cell_lock", path)
     path.rename(tmp_path / path.name)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom launch.worker import cell_lock\n"
-                               "lock = cell_lock(__import__('pathlib').Path(sys.argv[1]))\nlock.acquire()\n"
-                               "print('held', flush=True)\ntime.sleep(300)", str(path)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
         status, log = _run(args)
         assert status == 0 and "4 cells: 3 stored, 1 to compute" in log, log
         assert "1 cells left to another run that holds their locks (rerun once it ends): " \
@@ -211,20 +227,9 @@ def test_two_workers_on_one_missing_original_train_it_once(data_root, tmp_path):
     assert results[0][1] == results[1][1]
 
 
-_HOLD = """
-import sys, time
-from models.cache import cache_lock
-lock = cache_lock(sys.argv[1])
-lock.acquire()
-print("held", flush=True)
-time.sleep(120)
-"""
-
-
 def test_a_dead_holders_lock_is_released_by_the_os(tmp_path):
     path = tmp_path / "checkpoints" / "original-mnist-0.pt"
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
+    proc = _hold("models.cache.cache_lock", path)
     lock = cache_lock(path)
     with pytest.raises(Timeout):
         lock.acquire(timeout=0)

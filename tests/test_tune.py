@@ -4,6 +4,7 @@ refuses reported seeds, fails diverging trials and goes on; tuned=true needs its
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -319,8 +320,6 @@ def test_a_trial_worse_than_the_median_after_one_seed_is_pruned(data_root: Path,
 
 def _diverging_above(limit: float, with_error: bool):
     """An objective whose best lies a decade below a learning rate from which every trial diverges."""
-    import math
-
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         epochs = trial.suggest_int("epochs", 1, 10)
