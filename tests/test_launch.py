@@ -295,3 +295,28 @@ def test_submitit_without_slurm_says_so_and_fails(data_root, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert "failed: submitit:" in err and "slurm" in err.lower()
     assert not (out / "cells").exists() and not (out / "checkpoints").exists()
+
+
+def test_the_model_stage_in_this_process_trains_with_num_threads(monkeypatch, tmp_path):
+    """Both stages run under ``num_threads``; the model stage once kept torch's default (every core)."""
+    import launch.worker as worker
+    from launch.jobs import ModelJob
+
+    seen: list[int] = []
+
+    def fake_retrained(cfg, data, split):
+        seen.append(torch.get_num_threads())
+        return None, type("Info", (), {"trained": True, "train_time_s": 0.0, "path": tmp_path / "m.pt"})()
+
+    monkeypatch.setattr(worker, "retrained_model", fake_retrained)
+    monkeypatch.setattr(worker, "split_for_seed", lambda cfg, labels, seed: None)
+    monkeypatch.setattr(worker.Resources, "dataset",
+                        lambda self, cfg: type("D", (), {"train": type("T", (), {"labels": None})()})())
+    cfg = parse_args(["--num_threads=1", "--download=false"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert worker.run_stage([ModelJob("retrain", cfg, 0, tmp_path / "m.pt")]) == []
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
