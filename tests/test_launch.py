@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -306,12 +307,12 @@ def test_the_model_stage_in_this_process_trains_with_num_threads(monkeypatch, tm
 
     def fake_retrained(cfg, data, split):
         seen.append(torch.get_num_threads())
-        return None, type("Info", (), {"trained": True, "train_time_s": 0.0, "path": tmp_path / "m.pt"})()
+        return None, SimpleNamespace(trained=True, train_time_s=0.0, path=tmp_path / "m.pt")
 
     monkeypatch.setattr(worker, "retrained_model", fake_retrained)
     monkeypatch.setattr(worker, "split_for_seed", lambda cfg, labels, seed: None)
-    monkeypatch.setattr(worker.Resources, "dataset",
-                        lambda self, cfg: type("D", (), {"train": type("T", (), {"labels": None})()})())
+    data = SimpleNamespace(train=SimpleNamespace(labels=None))
+    monkeypatch.setattr(worker.Resources, "dataset", lambda self, cfg: data)
     cfg = parse_args(["--num_threads=1", "--download=false"])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
