@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.relearn import mean_series
-from report import DATASET_NAMES, group_cells
+from report import DATASET_NAMES, TUNED, group_cells
 from storage import write_bytes
 
 # Acc(D_r) - Acc(D_f) levels read from the paper's relearning figure (approximate, digitised;
@@ -47,6 +47,32 @@ def series_csv(by_method: dict[str, tuple[list[int], list[float], list[float], i
     return "\n".join(lines) + "\n"
 
 
+def figure_panels(by_method: dict[str, tuple[list[int], list[float], list[float], int]]
+                  ) -> list[tuple[str, dict[str, tuple[list[int], list[float], list[float], int]]]]:
+    """The figure's panels: one, or published settings beside tuned rows once tuned series exist.
+
+    Twenty-odd series on one axis cannot be told apart, so tuned rows (``METHOD (tuned)``) get a
+    panel of their own, with retrain drawn in both as the reference.
+    """
+    published = {m: s for m, s in by_method.items() if not m.endswith(TUNED)}
+    tuned = {m: s for m, s in by_method.items() if m.endswith(TUNED)}
+    if not tuned:
+        return [("", published)]
+    reference = {m: s for m, s in published.items() if m == "retrain"}
+    return [("published settings", published), ("tuned (configs/tuned)", {**reference, **tuned})]
+
+
+def method_colours(methods: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """One colour per method family (``bad_teacher`` and ``bad_teacher (tuned)`` share it); retrain black."""
+    palette = [f"C{i}" for i in range(10)] + ["tab:olive", "tab:cyan", "navy", "maroon", "darkgoldenrod"]
+    families: dict[str, str] = {"retrain": "black"}
+    for method in methods:
+        family = method.split(" (")[0]
+        if family not in families:
+            families[family] = palette[(len(families) - 1) % len(palette)]
+    return {m: families[m.split(" (")[0]] for m in methods}
+
+
 def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], list[float], list[float], int]]
                ) -> bytes | None:
     """The figure as PNG bytes, or None without matplotlib."""
@@ -57,20 +83,25 @@ def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], lis
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, (steps, mean, std, n) in by_method.items():
-        line, = ax.plot(steps, mean, marker="o", markersize=3, label=f"{method} ({n} seeds)")
-        ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
-                        [m + d for m, d in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.15)
-    if scene in PAPER_LEVELS:
-        level, label = PAPER_LEVELS[scene]
-        ax.axhline(level, linestyle="--", color="black", linewidth=1, label=f"{label} ({level:g})")
+    panels = figure_panels(by_method)
+    colours = method_colours(list(by_method))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=120, sharey=True, squeeze=False)
     dataset, scenario = scene
-    ax.set_title(f"Relearning on D_r: {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal")
-    ax.set_xlabel("fine-tuning mini-batches (batch 32)")
-    ax.set_ylabel("Acc(D_r) - Acc(D_f)  (points)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, (subtitle, series) in zip(axes[0], panels, strict=True):
+        for method, (steps, mean, std, n) in series.items():
+            colour = colours[method]
+            ax.plot(steps, mean, marker="o", markersize=3, color=colour, label=f"{method} ({n} seeds)")
+            ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
+                            [m + d for m, d in zip(mean, std, strict=True)], color=colour, alpha=0.15)
+        if scene in PAPER_LEVELS:
+            level, label = PAPER_LEVELS[scene]
+            ax.axhline(level, linestyle="--", color="black", linewidth=1, label=f"{label} ({level:g})")
+        title = f"Relearning on D_r: {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal"
+        ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
+        ax.set_xlabel("fine-tuning mini-batches (batch 32)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("Acc(D_r) - Acc(D_f)  (points)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

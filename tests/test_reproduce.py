@@ -21,7 +21,7 @@ import reproduce
 from eval.accuracy import accuracy
 from eval.predict import predict
 from eval.relearn import mean_series, relearn
-from figures import PAPER_LEVELS, write_relearning
+from figures import PAPER_LEVELS, figure_panels, method_colours, write_relearning
 from main import split_for_seed
 from models import build_model
 from report import load_studies, scenario_table, write_tables
@@ -154,6 +154,25 @@ def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
     png = tmp_path / "relearn-mnist-random.png"
     assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ("mnist", "random") in PAPER_LEVELS and PAPER_LEVELS[("fashion_mnist", "class")][0] == 92.5
+
+
+def test_tuned_relearning_series_get_their_own_panel_with_retrain_and_family_colours(tmp_path):
+    series = ([0, 100], [90.0, 80.0], [0.0, 1.0], 5)
+    published = {"camu": series, "retrain": series, "ssd": series}
+    assert figure_panels(published) == [("", published)]  # no tuned rows: one panel as before
+    panels = figure_panels({**published, "ssd (tuned)": series, "camu (tuned)": series})
+    assert [title for title, _ in panels] == ["published settings", "tuned (configs/tuned)"]
+    assert list(panels[0][1]) == ["camu", "retrain", "ssd"]
+    assert list(panels[1][1]) == ["retrain", "ssd (tuned)", "camu (tuned)"]
+    colours = method_colours(["camu", "retrain", "ssd", "ssd (tuned)", "camu (tuned)", "scrub (tuned)"])
+    assert colours["retrain"] == "black" and colours["ssd"] == colours["ssd (tuned)"] != colours["camu"]
+    assert colours["camu"] == colours["camu (tuned)"]
+    assert len({colours[m] for m in ("camu", "ssd", "scrub (tuned)")}) == 3
+    cells = [_fake_cell("mnist", "random", m, s, 90.0, 0.5) for m in ("retrain", "ssd") for s in (0, 1)]
+    tuned = [{**c, "config": {"tuned": True}} for c in cells if c["method"] == "ssd"]
+    write_relearning(cells + tuned, tmp_path, ["retrain", "ssd"], log=lambda *_: None)
+    methods = {line.split(",")[0] for line in (tmp_path / "relearn-mnist-random.csv").read_text().splitlines()[1:]}
+    assert methods == {"retrain", "ssd", "ssd (tuned)"}
 
 
 def test_relearn_finetunes_a_copy_and_records_the_gap(mnist_small, small_cfg):
