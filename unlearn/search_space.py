@@ -51,6 +51,10 @@ def integer(low: int, high: int, log: bool = False) -> Param:
     return Param("int", low, high, log=log)
 
 
+def choice(*choices: Any) -> Param:
+    return Param("categorical", choices=tuple(choices))
+
+
 def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
     """One value per key of ``space`` from an Optuna trial (``trial.suggest_*``)."""
     out: dict[str, Any] = {}
