@@ -18,13 +18,16 @@ HEADERS = {"remain_acc": "D_r", "forget_acc": "D_f", "test_acc": "D_t", "test_re
 
 
 def json_safe(x: Any) -> Any:
-    """NaN -> None (JSON has no NaN), recursively through dicts and lists."""
+    """NaN and +-inf -> None (strict JSON has neither), recursively through dicts and lists.
+
+    A diverged method's loss traces are full of them, and its results must still be written.
+    """
     if isinstance(x, dict):
         return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [json_safe(v) for v in x]
     if isinstance(x, float):
-        return None if math.isnan(x) else x
+        return x if math.isfinite(x) else None
     return x
 
 
@@ -69,7 +72,7 @@ def results_document(cfg: Config, rows: list[dict[str, Any]], meta: dict[str, An
     """The results.json schema: config, per-seed rows, mean, std (and run metadata)."""
     mean, std = summarize(rows)
     seeds = [json_safe(dict(r)) for r in rows]
-    return {"config": cfg.to_dict(), "seeds": seeds, "mean": mean, "std": std, "meta": meta}
+    return {"config": cfg.to_dict(), "seeds": seeds, "mean": mean, "std": std, "meta": json_safe(meta)}
 
 
 def _fmt(x: float | None, key: str) -> str:

@@ -1,9 +1,11 @@
 """More membership-inference attacks on one unlearned model, from logits already computed.
 
-Every score lies in [0, 1]. Row choices (all draws seeded per ``seed`` through ``data.rng``):
+Every score lies in [0, 1], or is NaN (null in results.json) when the model's logits are not
+all finite: a diverged method leaves no membership signal to measure. Row choices (all draws
+seeded per ``seed`` through ``data.rng``):
 
-- ``efficacy`` (SalUn's MIA-efficacy; higher = D_f looks less like training data): a logistic
-  attacker on the true-label confidence p_y, fit on min(|D_r|, |test|) random rows of D_r
+- ``efficacy`` (SalUn's MIA-efficacy; higher = D_f looks less like training data): the release's
+  RBF SVC (C=3) on the true-label confidence p_y, fit on min(|D_r|, |test|) random rows of D_r
   (members, 1) vs the whole test set (non-members, 0), as the release; the score is the
   share of D_f rows it predicts non-member.
 - ``loss`` / ``entropy`` (0.5 = D_f indistinguishable from unseen data; higher = more
@@ -160,6 +162,8 @@ def mia_suite(names: list[str], model: nn.Module, data: Dataset, split: Split, c
         raise ValueError(f"unknown MIA attack {unknown[0]!r}; known: {', '.join(ATTACKS)}")
     train_y, test_y = data.train.labels.cpu().numpy(), data.test.labels.cpu().numpy()
     train_z, test_z = _numpy(train_logits), _numpy(test_logits)
+    if not (np.isfinite(train_z).all() and np.isfinite(test_z).all()):
+        return {name: float("nan") for name in names}  # a diverged model: no membership signal to measure
     rows = _rows(split, len(test_y), seed)
     scores: dict[str, float] = {}
     for name in names:

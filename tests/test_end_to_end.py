@@ -147,3 +147,23 @@ def test_retrain_method_is_its_own_reference(small_cfg, shared_out):
     assert row["unlearn_time_s"] > 0  # the (cached) training's time, not the load's
     checkpoints = sorted(p.name for p in (shared_out / "checkpoints").iterdir())
     assert sum(name.startswith("retrain-mnist-") for name in checkpoints) >= 1
+
+
+def test_a_diverged_method_still_writes_its_results(small_cfg, shared_out):
+    """SCRUB's max step is unbounded: at a large rate its loss runs to inf and NaN within one pass.
+    The run's results.json must still be written (strict JSON has no NaN: those trace values are
+    null) with the weights flagged; the accuracies stay finite (an argmax of NaN is a class)."""
+    cfg = validate(dataclasses.replace(small_cfg, method="scrub", scrub_lr=50.0, scrub_epochs=1, scrub_msteps=1,
+                                       scrub_forget_batch_size=16, out_dir=str(shared_out), device="cpu",
+                                       run_name="diverged"))
+    main.run(cfg, log=quiet)
+    saved = json.loads((cfg.run_dir / "results.json").read_text())
+    seed_meta = saved["meta"]["per_seed"][0]
+    assert seed_meta["weights_finite"] is False
+    losses = seed_meta["traces"]["loss_max"]
+    assert None in losses and len(losses) == -(-seed_meta["forget"] // 16)
+    assert all(v is None or math.isfinite(v) for v in losses)
+    assert all(math.isfinite(saved["seeds"][0][k]) for k in METRIC_KEYS)
+    # the attack suite has nothing to measure on NaN logits: null, and null means in the summary
+    assert [saved["seeds"][0][f"mia_{name}"] for name in cfg.mia_attacks] == [None] * len(cfg.mia_attacks)
+    assert cfg.mia_attacks and saved["mean"][f"mia_{cfg.mia_attacks[0]}"] is None
