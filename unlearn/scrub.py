@@ -154,10 +154,12 @@ def rewind(model: nn.Module, saved: list[dict[str, torch.Tensor]], task: Unlearn
 # SCRUB's release (meghdadk/SCRUB) sweeps sgda_learning_rate, msteps, sgda_epochs and alpha per
 # scenario (lr 5e-4 to 5e-3 in its scripts); widened a decade down, kd_T around its 4. The forget
 # batch is the release's own choice per notebook: 512 in large_scale_unlearning.ipynb, 64 in
-# small_scale_unlearning.ipynb, 32 in scrubs_sensitivity.ipynb, 16 in MIA_experiments.ipynb
-# (forget_bs). It sets how many max steps an epoch takes (D_f / batch): at 512, MNIST's class 0 gives
-# 12, and the max loss's gradient is zero while the student still equals the teacher, so studies
-# without it never forgot the class (D_f 99.8-100 % in every complete trial; results/tuning/superseded/).
+# small_scale_unlearning.ipynb, 32 in .ipynb_checkpoints/scrubs_sensitivity-checkpoint.ipynb, 16 in
+# MIA_experiments.ipynb (forget_bs). It sets how many max steps an epoch takes (D_f / batch): at 512,
+# MNIST's class 0 gives 12, and the max loss's gradient is zero while the student still equals the
+# teacher, so studies without it never forgot the class (D_f 99.8-100 % in every complete trial;
+# results/tuning/superseded/). With it they still do not: more steps either leave the student put or
+# run away to non-finite weights (docs/baselines.md, "SCRUB on MNIST class removal").
 SEARCH_SPACE: dict[str, Param] = {
     "scrub_lr": log_float(5e-5, 1e-2),
     "scrub_epochs": integer(1, 10),
