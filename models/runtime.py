@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import platform
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -98,9 +99,9 @@ def configure_determinism(deterministic: bool) -> None:
 
 
 def backend_info(device: torch.device | str) -> dict[str, Any]:
-    """What ran: the device, CUDA/cuDNN versions, TF32 and deterministic mode (results.json meta)."""
+    """What ran: the device and CPU, CUDA/cuDNN versions, TF32 and deterministic mode (results.json meta)."""
     device = torch.device(device)
-    return {"device_name": device_name(device), "cuda": torch.version.cuda,
+    return {"device_name": device_name(device), **cpu_info(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
             "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
@@ -108,13 +109,36 @@ def backend_info(device: torch.device | str) -> dict[str, Any]:
             "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 dot products in hardware (Linux: /proc/cpuinfo flags)."""
+@cache
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and flags (Linux: /proc/cpuinfo; elsewhere the platform's name, no flags)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return platform.processor(), frozenset()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.processor())
+    return name, frozenset(text.split())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 dot products in hardware (AVX-512 BF16 or AMX)."""
+    flags = _cpuinfo()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_info() -> dict[str, str]:
+    """The CPU and the kernels torch picks on it, recorded beside every result.
+
+    The same config and seed give the same numbers on the same kind of CPU only: torch and
+    oneDNN pick kernels per instruction set (bfloat16 dot products run on AMX tiles on recent
+    Xeons, as AVX-512 BF16 instructions on AMD EPYC), other kernels need not round alike, and a
+    20-epoch training grows a rounding difference into a seed-sized one (docs/reproduce.md).
+    ``cpu_bf16`` is the path bf16 autocast takes: ``amx``, ``avx512_bf16`` or ``none``.
+    """
+    name, flags = _cpuinfo()
+    bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+    return {"cpu": name or "unknown", "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": bf16}
 
 
 def resolve_bf16(setting: str | bool, device: torch.device | str) -> bool:

@@ -85,6 +85,7 @@ def test_deterministic_mode_and_what_ran_are_recorded(small_cfg):
     assert meta["deterministic"] is True and meta["device_name"] == "cpu"
     assert meta["tf32_matmul"] is False and meta["tf32_cudnn"] is False and meta["cudnn_benchmark"] is False
     assert {"cuda", "cudnn"} <= set(meta) and meta["original"]["trained_on"] == "cpu"
+    assert meta["cpu_bf16"] in {"amx", "avx512_bf16", "none"} and meta["cpu"]  # which kernels ran (cpu_info)
     assert json.loads((cfg.run_dir / "results.json").read_text())["config"]["deterministic"] is True
 
 

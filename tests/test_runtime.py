@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from config import ConfigError, parse_args, validate
 from models import build_model
-from models.runtime import PLAIN, Runtime, cpu_has_native_bf16, resolve_bf16
+from models import runtime as runtime_module
+from models.runtime import PLAIN, Runtime, backend_info, cpu_has_native_bf16, cpu_info, resolve_bf16
 
 
 def test_bf16_resolution():
@@ -18,6 +19,18 @@ def test_bf16_resolution():
     assert not resolve_bf16("false", "cpu")
     assert not resolve_bf16("auto", "cuda")  # unmeasured on GPUs: stays float32
     assert resolve_bf16("auto", "cpu") == cpu_has_native_bf16()
+
+
+def test_cpu_info_names_the_bf16_kernel_path(monkeypatch):
+    here = cpu_info()
+    assert here["cpu"] and here["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert (here["cpu_bf16"] != "none") == cpu_has_native_bf16()
+    assert {k: backend_info("cpu")[k] for k in here} == here  # every results.json and cell records it
+    for flags, path in (({"avx512f", "amx_bf16", "avx512_bf16"}, "amx"), ({"avx512f", "avx512_bf16"}, "avx512_bf16"),
+                        ({"avx2"}, "none")):
+        monkeypatch.setattr(runtime_module, "_cpuinfo", lambda flags=flags: ("Some CPU", frozenset(flags)))
+        assert cpu_info()["cpu_bf16"] == path and cpu_info()["cpu"] == "Some CPU"
+        assert cpu_has_native_bf16() == (path != "none")
 
 
 def test_bf16_config_values():
