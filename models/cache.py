@@ -28,7 +28,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from torch import nn
 
-from models.runtime import device_name
+from models.runtime import cpu_info, device_name
 from storage import load_checkpoint, remove_stale_temps, save_checkpoint
 
 CACHE_VERSION = 1  # bump when training code changes what a key produces
@@ -86,6 +86,14 @@ class CacheInfo:
     trained_on: str = ""  # the device name it was trained on ("" in files from before it was recorded)
 
 
+def other_cpu_kernels(trained_cpu: Any) -> bool:
+    """Whether a checkpoint's recorded CPU picks other kernels than this one (files without it: unknown, no)."""
+    if not isinstance(trained_cpu, dict):
+        return False
+    here = cpu_info()
+    return any(trained_cpu.get(k) != here[k] for k in ("cpu_capability", "cpu_bf16"))
+
+
 def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict[str, Any],
                  train: Callable[[nn.Module], list[float]], config: dict[str, Any],
                  log: Callable[[str], None] = print) -> CacheInfo:
@@ -117,6 +125,10 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
             here = device_name(next(model.parameters()).device)
             if trained_on and trained_on != here:
                 log(f"note: {path.name} was trained on {trained_on}; reusing it on {here}")
+            elif here == "cpu" and other_cpu_kernels(ckpt.get("trained_cpu")):
+                log(f"note: {path.name} was trained on another kind of CPU ({ckpt['trained_cpu'].get('cpu')}, "
+                    f"bf16 path {ckpt['trained_cpu'].get('cpu_bf16')}); reusing it, but training it here would give "
+                    "other weights (docs/reproduce.md)")
             return CacheInfo(path, False, float(ckpt.get("train_time_s", 0.0)), list(ckpt.get("losses", [])),
                              trained_on)
         except ValueError as exc:
@@ -128,5 +140,5 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
     trained_on = device_name(next(model.parameters()).device)
     remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
     save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
-                           "losses": losses, "config": config, "trained_on": trained_on})
+                           "losses": losses, "config": config, "trained_on": trained_on, "trained_cpu": cpu_info()})
     return CacheInfo(path, True, elapsed, losses, trained_on)

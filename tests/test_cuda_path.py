@@ -17,6 +17,7 @@ import main
 from config import validate
 from data.rng import generator
 from models.cache import cached_model
+from models.runtime import cpu_info
 from unlearn import bad_teacher
 from unlearn.gradient import StopRule
 
@@ -101,6 +102,21 @@ def test_cache_records_and_reports_the_training_device(tmp_path):
     torch.save(ckpt, path)
     info = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
     assert not info.trained and any("trained on cuda: NVIDIA H100; reusing it on cpu" in x for x in lines)
+
+
+def test_cache_reports_a_model_trained_on_another_kind_of_cpu(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    lines = []
+    path = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: [0.0], {}, log=lines.append).path
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["trained_cpu"] == cpu_info()
+    cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
+    assert not any("another kind of CPU" in x for x in lines)  # same CPU: silent
+    other = "none" if cpu_info()["cpu_bf16"] != "none" else "amx"
+    ckpt["trained_cpu"] = {**ckpt["trained_cpu"], "cpu": "Other CPU", "cpu_bf16": other}
+    torch.save(ckpt, path)
+    info = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
+    assert not info.trained and any(f"another kind of CPU (Other CPU, bf16 path {other})" in x for x in lines)
 
 
 def test_the_copy_being_unlearned_is_compiled(small_cfg, mnist_small, monkeypatch):
