@@ -123,8 +123,7 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 dot products in hardware (AVX-512 BF16 or AMX)."""
-    flags = _cpuinfo()[1]
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return cpu_info()["cpu_bf16"] != "none"
 
 
 def cpu_info() -> dict[str, str]:

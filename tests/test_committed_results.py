@@ -7,7 +7,6 @@ produced it; these checks read the committed files only (no training).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config import parse_args
 from unlearn import SEARCH_SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +48,16 @@ def test_tuned_file_is_its_study_best_and_its_cells_came_from_it(path):
     assert keys == study["best"]["params"]
     assert set(keys) <= set(SEARCH_SPACES[method])
     assert not set(study["tune_seeds"]) & set(REPORTED_SEEDS)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    tuned = parse_args([str(ROOT / "configs" / f"{path.parent.name}.yaml"), f"--method={method}", "--tuned=true"])
+    assert tuned.tuned_file == f"configs/tuned/{path.parent.name}/{path.name}"  # the file --tuned=true reads
     for seed in REPORTED_SEEDS:
         for name in (f"{method}-tuned-seed{seed}.json", f"{method}-seed{seed}.json"):
             cell = json.loads((ROOT / "results" / "cells" / f"{dataset}-{scenario}" / name).read_text())
             assert (cell["seed"], cell.get("tuned", False)) == (seed, "tuned" in name)
             if "tuned" in name:
-                assert cell["config"]["tuned_file"] == f"configs/tuned/{path.parent.name}/{path.name}"
-                assert cell["config"]["tuned_sha256"] == digest
-                assert all(cell["config"][k] == v for k, v in keys.items())
+                assert (cell["config"]["tuned_file"], cell["config"]["tuned_sha256"]) == (tuned.tuned_file,
+                                                                                          tuned.tuned_sha256)
+                assert all(cell["config"][k] == getattr(tuned, k) for k in keys)
 
 
 def test_committed_tables_are_what_the_committed_cells_give(tmp_path):
@@ -66,6 +67,7 @@ def test_committed_tables_are_what_the_committed_cells_give(tmp_path):
                            "--datasets=mnist,fashion_mnist", f"--methods={TABLE_METHODS}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
     def texts(folder: Path) -> dict[str, str]:  # the figures' PNG bytes depend on matplotlib's version
         return {p.name: p.read_text() for p in folder.iterdir() if p.suffix in (".md", ".csv", ".tex")}
 
