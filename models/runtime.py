@@ -126,6 +126,22 @@ def cpu_has_native_bf16() -> bool:
     return cpu_info()["cpu_bf16"] != "none"
 
 
+def onednn_isa_cap() -> str:
+    """oneDNN's instruction-set cap from the environment (``ONEDNN_MAX_CPU_ISA``, or its older name
+    ``DNNL_MAX_CPU_ISA``), upper-cased; empty when unset. oneDNN reads it at its first kernel."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
+def _capped_bf16_path(path: str, cap: str) -> str:
+    """The bf16 path left under oneDNN's cap: AMX caps (and none) leave it, the AVX-512 BF16 / FP16
+    / AVX10 caps take AMX away, lower ones (AVX512_CORE, AVX2, ...) every native bf16 kernel."""
+    if not cap or cap in ("ALL", "DEFAULT") or "AMX" in cap:
+        return path
+    if "BF16" in cap or "FP16" in cap or cap.startswith("AVX10"):
+        return "avx512_bf16" if path != "none" else "none"
+    return "none"
+
+
 def cpu_info() -> dict[str, str]:
     """The CPU and the kernels torch picks on it, recorded beside every result.
 
@@ -133,11 +149,15 @@ def cpu_info() -> dict[str, str]:
     oneDNN pick kernels per instruction set (bfloat16 dot products run on AMX tiles on recent
     Xeons, as AVX-512 BF16 instructions on AMD EPYC), other kernels need not round alike, and a
     20-epoch training grows a rounding difference into a seed-sized one (docs/reproduce.md).
-    ``cpu_bf16`` is the path bf16 autocast takes: ``amx``, ``avx512_bf16`` or ``none``.
+    ``cpu_bf16`` is the path bf16 autocast takes: ``amx``, ``avx512_bf16`` or ``none``, after
+    ``onednn_max_cpu_isa`` (the environment's cap; ``AVX512_CORE_BF16`` on an AMX Xeon runs the
+    AVX-512 BF16 kernels and reproduces the committed cells bit for bit, docs/reproduce.md).
     """
     name, flags = _cpuinfo()
     bf16 = "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
-    return {"cpu": name or "unknown", "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": bf16}
+    cap = onednn_isa_cap()
+    return {"cpu": name or "unknown", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": _capped_bf16_path(bf16, cap), "onednn_max_cpu_isa": cap}
 
 
 def resolve_bf16(setting: str | bool, device: torch.device | str) -> bool:

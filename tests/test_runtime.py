@@ -33,6 +33,22 @@ def test_cpu_info_names_the_bf16_kernel_path(monkeypatch):
         assert cpu_has_native_bf16() == (path != "none")
 
 
+def test_onednn_isa_cap_lowers_the_recorded_bf16_path(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA caps oneDNN's kernels: the recorded path (and bf16=auto) follow the cap."""
+    monkeypatch.setattr(runtime_module, "_cpuinfo", lambda: ("Xeon", frozenset({"avx512f", "avx512_bf16", "amx_bf16"})))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    for cap, path in (("", "amx"), ("avx10_1_512_amx", "amx"), ("AVX512_CORE_BF16", "avx512_bf16"),
+                      ("AVX10_1_512", "avx512_bf16"), ("AVX512_CORE", "none"), ("AVX2", "none")):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert cpu_info()["cpu_bf16"] == path and cpu_info()["onednn_max_cpu_isa"] == cap.upper()
+        assert resolve_bf16("auto", "cpu") == (path != "none")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")  # oneDNN's older name
+    assert cpu_info()["cpu_bf16"] == "avx512_bf16"
+    monkeypatch.setattr(runtime_module, "_cpuinfo", lambda: ("EPYC", frozenset({"avx512f", "avx2"})))
+    assert cpu_info()["cpu_bf16"] == "none"  # a cap adds no kernels the CPU lacks
+
+
 def test_bf16_config_values():
     assert parse_args([]).bf16 == "auto"
     assert parse_args(["--bf16=yes"]).bf16 == "true"
