@@ -35,7 +35,7 @@ from progress import configure_progress
 from report import DT_SHORTFALL_LIMIT, git_commit
 from storage import write_bytes, write_json
 from unlearn import SEARCH_SPACES
-from unlearn.search_space import suggest
+from unlearn.search_space import distribution, suggest
 
 USAGE = """usage: python tune.py [PRESET.yaml] --method=M [--trials=N] [--tune_seeds=100,101] [--key=value ...]
 
@@ -49,6 +49,8 @@ FLAGS = [
     ("--prune=BOOL", "stop a trial after a tune seed when it is worse than the median of the others there "
                      "(default true)"),
     ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the trials already in the study)"),
+    ("--from_summary=PATH", "start an empty study from the trials of a committed summary (results/tuning/*.json; "
+                            "the databases stay out of git), then continue it"),
     ("-h, --help", "this text"),
 ]
 DEFAULT_TRIALS = 30
@@ -65,6 +67,7 @@ class TuneOptions:
     tune_seeds: tuple[int, ...] = tuple(DEFAULT_TUNE_SEEDS)
     sampler_seed: int = 0
     prune: bool = True
+    from_summary: str = ""
 
 
 def _int(key: str, text: str, low: int) -> int:
@@ -91,6 +94,10 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
             own["prune"] = value == "true"
         elif key == "sampler_seed":
             own["sampler_seed"] = _int(key, value, 0)
+        elif key == "from_summary":
+            if not Path(value).is_file():
+                raise ConfigError(f"from_summary: {value!r} is not a file (a results/tuning/*.json summary)")
+            own["from_summary"] = value
         elif key == "tune_seeds":
             seeds = [_int(key, s.strip(), 0) for s in value.split(",") if s.strip()]
             if not seeds or len(set(seeds)) != len(seeds):
@@ -139,6 +146,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     """
     import optuna
 
+    summary = read_summary(cfg, opts) if opts.from_summary else None  # refused before anything is written
     folder = Path(cfg.out_dir) / "tuning"
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / study_name(cfg)).resolve()}.db"
@@ -163,6 +171,8 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     elif study.user_attrs["tune_seeds"] != list(opts.tune_seeds):
         raise ConfigError(f"tune_seeds: the study was run with {study.user_attrs['tune_seeds']}, "
                           f"not {list(opts.tune_seeds)}")
+    if summary is not None:
+        restore_trials(study, cfg, opts, summary)
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         dead = (orphaned(study, t) if "pid" not in t.user_attrs
@@ -171,6 +181,74 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     study.sampler = failure_aware_tpe(seed=opts.sampler_seed + len(study.trials))
     return study
+
+
+def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
+    """The summary ``--from_summary`` names, if it is this study's, with these tune seeds and settings."""
+    import json
+
+    path = Path(opts.from_summary)
+    try:
+        summary = json.loads(path.read_text())
+        stored = summary.get("scope") or {}
+        if not isinstance(summary["trials"], list) or not isinstance(stored, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"from_summary: {path} is not a tune.py summary ({type(exc).__name__})") from None
+    if summary.get("study") != study_name(cfg):
+        raise ConfigError(f"from_summary: {path} holds study {summary.get('study')!r}, not {study_name(cfg)!r}")
+    if list(summary.get("tune_seeds", [])) != list(opts.tune_seeds):
+        raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
+                          f"not {list(opts.tune_seeds)}")
+    scope = study_scope(cfg)
+    changed = sorted(k for k in stored if stored[k] != scope.get(k))  # keys added since keep their old behaviour
+    if changed:
+        raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
+    return summary
+
+
+def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str, Any]) -> int:
+    """Fill an empty study with the trials of a committed summary, so that it can be continued.
+
+    The databases stay out of git; their summaries (results/tuning/*.json) keep every trial's
+    parameters, value, state and metrics, which is what TPE, the pruner and ``write_outputs`` read.
+    Each restored trial carries ``restored_from``. A study that already holds trials is left as it
+    is (run again, the restore is not repeated); a summary of another study, other tune seeds or
+    other settings is refused. The summary's trials must have run on the same original and
+    retrained models for the continued study to mean anything: same config, and the same kind
+    of CPU kernels (docs/reproduce.md).
+    """
+    import optuna
+
+    if study.get_trials(deepcopy=False):
+        return 0
+    path, trials = Path(opts.from_summary), summary["trials"]
+    space = SEARCH_SPACES[cfg.method]
+    source = f"{path.as_posix()} (commit {str(summary.get('git_commit', '?'))[:7]})"
+    states = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED,
+              "FAIL": optuna.trial.TrialState.FAIL}
+    for t in sorted(trials, key=lambda t: t["number"]):
+        if t["state"] not in states:
+            continue  # a trial that was running when the summary was written
+        params, attrs = t["params"], dict(t["user_attrs"])
+        per_seed = attrs.get("avg_gap_per_seed") or []
+        value = t["value"] if t["state"] != "FAIL" and t["value"] is not None else None
+        drop = float(attrs.get("test_acc_below_retrain", math.nan))  # the constraint set_constraint stored
+        system = ({"constraints:test_acc_below_retrain": drop - DT_SHORTFALL_LIMIT}
+                  if t["state"] == "COMPLETE" and math.isfinite(drop) else {})
+        if attrs.get("published"):
+            system["fixed_params"] = params  # as enqueue_trial left it
+        frozen = optuna.trial.create_trial(
+            state=states[t["state"]], value=value, params=params,
+            distributions={k: distribution(space[k], params[k]) for k in params},
+            user_attrs={**attrs, "restored_from": source}, system_attrs=system,
+            # what trial.report gave the pruner: the mean after the first tune seed
+            intermediate_values={0: float(per_seed[0])} if per_seed and len(opts.tune_seeds) > 1 else {})
+        if t.get("duration_s") is not None:
+            frozen.datetime_start = frozen.datetime_complete - datetime.timedelta(seconds=float(t["duration_s"]))
+        study.add_trial(frozen)
+    study.set_user_attr("restored_from", source)
+    return len(study.get_trials(deepcopy=False))
 
 
 def failure_aware_tpe(seed: int) -> Any:
@@ -383,6 +461,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         "pruned": len(pruned),
         "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "scope": study.user_attrs.get("scope"), "best": None,
+        **({"restored_from": study.user_attrs["restored_from"]} if "restored_from" in study.user_attrs else {}),
         "trials": [trial_summary(t) for t in trials],
     }
     if not complete:
@@ -390,6 +469,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed): no tuned file written")
         return None
     keeps_dt = [t for t in complete if test_drop_constraint(t)[0] <= 0]
+    restored_numbers = [t.number for t in trials if "restored_from" in t.user_attrs]
+    restored = f"0-{max(restored_numbers)}" if restored_numbers else ""
     best = min(keeps_dt or complete, key=lambda t: t.value)
     published = next((t for t in keeps_dt if t.user_attrs.get("published")), None)
     margin = seed_standard_error(published) if published is not None else 0.0
@@ -415,6 +496,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         f"# commit: {summary['git_commit']}",
         f"# date: {summary['date']}",
         f"# study: {summary['database']}",
+        *([f"# restored: trials {restored} from {study.user_attrs['restored_from']}, then continued"]
+          if restored else []),
     ]
     body = yaml.safe_dump(dict(best.params), sort_keys=False)
     path = tuned_path(cfg)

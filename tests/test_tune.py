@@ -77,6 +77,37 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
 
 
+def test_a_study_restored_from_its_summary_continues_it(data_root: Path, shared: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--from_summary fills an empty study with a committed summary's trials; the run adds only new ones."""
+    argv = _argv(data_root, shared, tmp_path / "tuned0", "neggrad", "--trials=3", "--tune_seeds=100,101")
+    assert tune.main(argv) == 0  # (the 3-trial study above, if it has not run yet)
+    summary = shared / "tuning" / "mnist-class-neggrad.json"
+    old = _trials(shared, "mnist-class-neggrad")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "checkpoints").symlink_to(shared / "checkpoints")  # the same original and retrained models
+    tuned_dir = tmp_path / "tuned"
+    restore = _argv(data_root, out, tuned_dir, "neggrad", "--trials=4", "--tune_seeds=100,101",
+                    f"--from_summary={summary}")
+    assert tune.main(restore) == 0
+    new = _trials(out, "mnist-class-neggrad")
+    assert len(new) == 4 and "restored_from" not in new[3].user_attrs
+    for a, b in zip(old, new[:3]):
+        assert (a.state, a.params, a.value) == (b.state, b.params, b.value)
+        assert {k: v for k, v in b.user_attrs.items() if k != "restored_from"} == a.user_attrs
+        assert b.intermediate_values == a.intermediate_values and b.system_attrs == a.system_attrs
+    assert not new[3].user_attrs.get("published")  # trial 0 is the published one: not queued again
+    text = (tuned_dir / "mnist_class" / "neggrad.yaml").read_text()
+    assert f"# restored: trials 0-2 from {summary.as_posix()}" in text and "# trials: 4 finished" in text
+    assert tune.main(restore) == 0 and len(_trials(out, "mnist-class-neggrad")) == 4  # not restored twice
+    for bad, says in ((["--tune_seeds=100,102"], "tune seeds"), (["--method=ssd"], "holds study")):
+        fresh = tmp_path / f"fresh{len(says)}"
+        assert tune.main([*_argv(data_root, fresh, tuned_dir, "neggrad", "--trials=4", "--tune_seeds=100,101",
+                                 f"--from_summary={summary}"), *bad]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_retrained_metrics_are_evaluated_once_per_seed(data_root: Path, shared: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """tune.py's objective reuses the retrained model's metrics; the gaps are the ones a fresh run gives."""

@@ -66,3 +66,19 @@ def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
         else:
             out[key] = trial.suggest_categorical(key, list(p.choices))
     return out
+
+
+def distribution(p: Param, value: Any = None) -> Any:
+    """The Optuna distribution ``suggest`` draws ``p`` from; widened to hold ``value`` when it lies
+    outside (a published setting run as given, e.g. SSD's alpha 10), as a restored trial needs."""
+    import optuna
+
+    if p.kind == "categorical":
+        choices = list(p.choices) + ([value] if value is not None and value not in p.choices else [])
+        return optuna.distributions.CategoricalDistribution(choices)
+    low, high = p.low, p.high
+    if value is not None:
+        low, high = min(low, value), max(high, value)
+    if p.kind == "int":
+        return optuna.distributions.IntDistribution(int(low), int(high), log=p.log)
+    return optuna.distributions.FloatDistribution(float(low), float(high), log=p.log)
