@@ -93,7 +93,7 @@ def test_a_study_restored_from_its_summary_continues_it(data_root: Path, shared:
     assert tune.main(restore) == 0
     new = _trials(out, "mnist-class-neggrad")
     assert len(new) == 4 and "restored_from" not in new[3].user_attrs
-    for a, b in zip(old, new[:3]):
+    for a, b in zip(old, new[:3], strict=True):
         assert (a.state, a.params, a.value) == (b.state, b.params, b.value)
         assert {k: v for k, v in b.user_attrs.items() if k != "restored_from"} == a.user_attrs
         assert b.intermediate_values == a.intermediate_values and b.system_attrs == a.system_attrs
