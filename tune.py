@@ -207,7 +207,7 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
     return summary
 
 
-def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str, Any]) -> int:
+def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str, Any]) -> None:
     """Fill an empty study with the trials of a committed summary, so that it can be continued.
 
     The databases stay out of git; their summaries (results/tuning/*.json) keep every trial's
@@ -221,34 +221,30 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
     import optuna
 
     if study.get_trials(deepcopy=False):
-        return 0
+        return
     path, trials = Path(opts.from_summary), summary["trials"]
     space = SEARCH_SPACES[cfg.method]
     source = f"{path.as_posix()} (commit {str(summary.get('git_commit', '?'))[:7]})"
-    states = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED,
-              "FAIL": optuna.trial.TrialState.FAIL}
     for t in sorted(trials, key=lambda t: t["number"]):
-        if t["state"] not in states:
+        state = optuna.trial.TrialState[t["state"]]
+        if not state.is_finished():
             continue  # a trial that was running when the summary was written
         params, attrs = t["params"], dict(t["user_attrs"])
         per_seed = attrs.get("avg_gap_per_seed") or []
-        value = t["value"] if t["state"] != "FAIL" and t["value"] is not None else None
-        drop = float(attrs.get("test_acc_below_retrain", math.nan))  # the constraint set_constraint stored
-        system = ({"constraints:test_acc_below_retrain": drop - DT_SHORTFALL_LIMIT}
-                  if t["state"] == "COMPLETE" and math.isfinite(drop) else {})
-        if attrs.get("published"):
-            system["fixed_params"] = params  # as enqueue_trial left it
         frozen = optuna.trial.create_trial(
-            state=states[t["state"]], value=value, params=params,
+            state=state, value=None if state == optuna.trial.TrialState.FAIL else t["value"], params=params,
             distributions={k: distribution(space[k], params[k]) for k in params},
-            user_attrs={**attrs, "restored_from": source}, system_attrs=system,
+            user_attrs={**attrs, "restored_from": source},
+            system_attrs={"fixed_params": params} if attrs.get("published") else {},  # as enqueue_trial left it
             # what trial.report gave the pruner: the mean after the first tune seed
             intermediate_values={0: float(per_seed[0])} if per_seed and len(opts.tune_seeds) > 1 else {})
+        drop = test_drop_constraint(frozen)[0]  # the constraint the objective set on a complete trial
+        if state == optuna.trial.TrialState.COMPLETE and math.isfinite(drop):
+            frozen.system_attrs["constraints:test_acc_below_retrain"] = drop
         if t.get("duration_s") is not None:
             frozen.datetime_start = frozen.datetime_complete - datetime.timedelta(seconds=float(t["duration_s"]))
         study.add_trial(frozen)
     study.set_user_attr("restored_from", source)
-    return len(study.get_trials(deepcopy=False))
 
 
 def failure_aware_tpe(seed: int) -> Any:
