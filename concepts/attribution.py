@@ -20,13 +20,19 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients
+
+
+def _integrated_gradients(forward: Callable) -> object:
+    """captum's IG over ``forward``; captum is imported here, on first use, as it is slow to import."""
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(forward)
 
 
 def concept_attributions(head: torch.nn.Linear, margins: torch.Tensor, target: int, steps: int = 16
                          ) -> torch.Tensor:
     """IG of ``head``'s logit ``target`` w.r.t. each concept margin (N x K), zero baseline."""
-    ig = IntegratedGradients(head)
+    ig = _integrated_gradients(head)
     return ig.attribute(margins.float(), baselines=torch.zeros_like(margins.float()), target=target, n_steps=steps)
 
 
@@ -47,7 +53,7 @@ def rank_concepts(head: torch.nn.Linear, target: int, rule: str, margins: torch.
 def pixel_attributions(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, steps: int = 16,
                        batch_size: int = 64) -> torch.Tensor:
     """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W."""
-    ig = IntegratedGradients(score)
+    ig = _integrated_gradients(score)
     parts = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].float()

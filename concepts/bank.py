@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.svm import SVC
 
 from data.rng import generator
 
@@ -101,6 +100,8 @@ def fit_cavs(names: list[str], scores: np.ndarray, emb: np.ndarray, quantile: fl
     Returns the K x D vectors, K intercepts and each concept's accuracy on a held-out
     quarter of its examples (the check that the concept is linearly present at all).
     """
+    from sklearn.svm import SVC  # imported on use: scikit-learn takes seconds to import
+
     vectors, intercepts, accuracy = [], [], {}
     for k, name in enumerate(names):
         pos, neg = examples(scores[:, k], quantile, seed, name)

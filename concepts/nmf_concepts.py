@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.decomposition import NMF
 from torch import nn
 
 from data.rng import stream_seed
@@ -39,6 +38,8 @@ def conv_activations(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 def nmf_presence(model: nn.Module, to_input, images: torch.Tensor, components: int, seed: int,
                  batch_size: int = 256) -> tuple[list[str], np.ndarray]:
     """(names, N x components): each factor's largest coefficient per image."""
+    from sklearn.decomposition import NMF  # imported on use: scikit-learn takes seconds to import
+
     was = model.training
     model.eval()
     try:

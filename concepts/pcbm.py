@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.linear_model import SGDClassifier
 
 ALPHA = 1e-5  # PCBM's --lam (key concept_pcbm_lam)
 L1_RATIO = 0.99  # PCBM's --alpha
@@ -40,6 +39,8 @@ class PCBMHead:
 def fit_pcbm(margins: np.ndarray, labels: np.ndarray, held_margins: np.ndarray, held_labels: np.ndarray,
              num_classes: int, seed: int, lam: float = ALPHA) -> PCBMHead:
     """Fit the elastic-net logistic head on ``margins`` (N x K) and score it on the held-out rows."""
+    from sklearn.linear_model import SGDClassifier  # imported on use: scikit-learn takes seconds to import
+
     clf = SGDClassifier(loss="log_loss", penalty="elasticnet", alpha=lam, l1_ratio=L1_RATIO, max_iter=10000,
                         random_state=seed)
     clf.fit(margins, labels)

@@ -13,7 +13,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from data.rng import draw_to
 
@@ -62,6 +61,8 @@ class CifarTransform:
         x = images.to(torch.float32) / 255.0
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         if train:
+            from torchvision.ops import roi_align  # here: importing torchvision.ops costs seconds
+
             n = x.shape[0]
             boxes = draw_to(random_resized_crop_boxes(n, SIZE, gen), x.device)
             rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes], dim=1)

@@ -11,17 +11,19 @@ every phase works on the same in-memory tensors, on the GPU when there is one.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from torchvision import datasets as tv
-from torchvision.datasets import cifar as tv_cifar
 
 from data.augment import CifarTransform
+
+if TYPE_CHECKING:
+    from torchvision.datasets import VisionDataset
 
 
 class DataError(RuntimeError):
@@ -68,7 +70,17 @@ class Dataset:
         return not isinstance(self.transform, Identity)
 
 
-_CLASSES = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST, "cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}
+_CLASS_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+def _torchvision_class(name: str) -> type[VisionDataset]:
+    """torchvision's reader for ``name``, imported on first use (torchvision takes seconds to import,
+    which every ``--help`` and config error would otherwise wait for)."""
+    from torchvision import datasets as tv
+
+    return getattr(tv, _CLASS_NAMES[name])
+
+
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 EXPECTED_FILES = {
     "mnist": ("MNIST/raw", _IDX_FILES),
@@ -93,18 +105,14 @@ class _UncheckedCifarMixin:
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-class _UncheckedCifar10(_UncheckedCifarMixin, tv.CIFAR10):
-    pass
+@functools.cache
+def _unchecked_class(name: str) -> type[VisionDataset]:
+    """torchvision's CIFAR reader for ``name`` without its MD5 comparison."""
+    base = _torchvision_class(name)
+    return type(f"_Unchecked{base.__name__}", (_UncheckedCifarMixin, base), {})
 
 
-class _UncheckedCifar100(_UncheckedCifarMixin, tv.CIFAR100):
-    pass
-
-
-_UNCHECKED = {"cifar10": _UncheckedCifar10, "cifar100": _UncheckedCifar100}
-
-
-def _cifar_files(cls: tv.CIFAR10 | type[tv.CIFAR10]) -> list[tuple[str, str]]:
+def _cifar_files(cls: object) -> list[tuple[str, str]]:
     """Every file of a CIFAR folder with its torchvision MD5: the batches and the meta file."""
     return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
 
@@ -112,10 +120,12 @@ def _cifar_files(cls: tv.CIFAR10 | type[tv.CIFAR10]) -> list[tuple[str, str]]:
 def _check_cifar(name: str, root: Path) -> None:
     """Say what is true of a CIFAR folder whose files are there but are not the originals."""
     folder = root / EXPECTED_FILES[name][0]
-    files = _cifar_files(_CLASSES[name])
+    files = _cifar_files(_torchvision_class(name))
     present = [f for f, _ in files if (folder / f).is_file()]
     if len(present) < len(files):
         return  # missing files: torchvision's own path (download, or the not-found message) applies
+    from torchvision.datasets import cifar as tv_cifar
+
     differ = [f for f, md5 in files if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
     if differ:
         raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} differ from "
@@ -126,16 +136,17 @@ def _check_cifar(name: str, root: Path) -> None:
 _warned_unverified: set[str] = set()
 
 
-def _open(name: str, root: Path, train: bool, download: bool, verify: bool = True) -> tv.VisionDataset:
+def _open(name: str, root: Path, train: bool, download: bool, verify: bool = True) -> VisionDataset:
     folder, files = EXPECTED_FILES[name]
-    if name in _UNCHECKED:
+    cifar = name.startswith("cifar")
+    if cifar:
         if verify:
             _check_cifar(name, root)
         elif name not in _warned_unverified:
             _warned_unverified.add(name)
             print(f"warning: verify_data=false: {name} files in {root / folder} are not checked against "
                   "torchvision's checksums; results record verify_data: false", file=sys.stderr)
-    cls = _CLASSES[name] if verify or name not in _UNCHECKED else _UNCHECKED[name]
+    cls = _unchecked_class(name) if cifar and not verify else _torchvision_class(name)
     try:
         return cls(root=str(root), train=train, download=download)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
@@ -145,7 +156,7 @@ def _open(name: str, root: Path, train: bool, download: bool, verify: bool = Tru
                         f"{how} ({reason})") from None
 
 
-def _to_imageset(ds: tv.VisionDataset, limit: int, device: torch.device) -> ImageSet:
+def _to_imageset(ds: VisionDataset, limit: int, device: torch.device) -> ImageSet:
     data = ds.data
     if isinstance(data, torch.Tensor):  # MNIST family: uint8 N x 28 x 28
         images = data[:, None].to(torch.float32).div_(255.0)
@@ -165,8 +176,8 @@ def load_dataset(name: str, root: str | Path, download: bool, device: torch.devi
     copy): it warns once on stderr, and the caller's config records it. MNIST-family files
     are only checked for presence by torchvision, so ``verify`` changes nothing there.
     """
-    if name not in _CLASSES:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(_CLASSES)}")
+    if name not in _CLASS_NAMES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(_CLASS_NAMES)}")
     root, device = Path(root), torch.device(device)
     train = _to_imageset(_open(name, root, True, download, verify), train_limit, device)
     test = _to_imageset(_open(name, root, False, download, verify), test_limit, device)

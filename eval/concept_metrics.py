@@ -20,9 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 from torch import nn
 
 from concepts.bank import ConceptBank
@@ -41,6 +38,10 @@ def fr_attack(original: nn.Module, data: Dataset, forget_class: int, seed: int) 
     """The transferred attack (scaler + linear SVC on the original's softmax) and its accuracy on its own
     balanced training rows: near 0.5 means the original treats forget-class train and test rows alike,
     and then no Fr value says anything (the case on MNIST, whose original does not overfit class 0)."""
+    from sklearn.pipeline import make_pipeline  # imported on use: scikit-learn takes seconds to import
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     member = data.train.images[data.train.labels == forget_class]
     nonmember = data.test.images[data.test.labels == forget_class]
     n = min(len(member), len(nonmember))

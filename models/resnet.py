@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 
 class DownloadError(RuntimeError):
@@ -24,6 +23,8 @@ class ResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, arch: str = "resnet18", pretrained: bool = False) -> None:
         super().__init__()
+        from torchvision import models as tv_models  # here: a CIFAR-only dependency, slow to import
+
         weights = None
         if pretrained:
             weights = tv_models.get_model_weights(arch).DEFAULT

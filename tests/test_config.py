@@ -296,3 +296,23 @@ def test_config_imports_no_registry():
     code = "import sys, config; print(sorted(m for m in ('unlearn', 'eval', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_help_and_config_errors_import_no_slow_dependency():
+    """torchvision, scikit-learn, captum and xgboost take seconds each to import; ``--help`` and a
+    config error are answered before any of them is needed, so they are imported where they are used."""
+    code = """if True:
+        import contextlib, io, runpy, sys
+        for script in ("main.py", "tune.py", "reproduce.py", "bench.py"):
+            for flag in ("-h", "--nope=1"):
+                sys.argv = [script, flag]
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    try:
+                        runpy.run_path(script, run_name="__main__")
+                    except SystemExit as exit:
+                        assert exit.code == (0 if flag == "-h" else 2), (script, flag, exit.code)
+        print(sorted(m for m in ("torchvision", "sklearn", "captum", "xgboost", "open_clip") if m in sys.modules))
+    """
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
