@@ -17,12 +17,16 @@ peaks: the same question ("where is the concept?") for every bank.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from captum.attr import IntegratedGradients
 
-def _integrated_gradients(forward: Callable) -> object:
+
+def _integrated_gradients(forward: Callable) -> IntegratedGradients:
     """captum's IG over ``forward``; captum is imported here, on first use, as it is slow to import."""
     from captum.attr import IntegratedGradients
 
