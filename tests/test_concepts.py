@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import main
 from concepts.attribution import concept_attributions, peak_centres, rank_concepts
 from concepts.donor import choose_donor
 from concepts.pixel_concepts import CONCEPTS, concept_scores
@@ -270,10 +271,10 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
     (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
 ])
-def test_config_errors(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "main.py", *args, f"--out_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and not any(tmp_path.iterdir())
+def test_config_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main.main([*args, f"--out_dir={tmp_path}"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 def test_main_records_the_metrics_and_the_donor(setup, data_root):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, key_table, parse_args
+import main
+from config import Config, ConfigError, key_table, parse_args, wants_help
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -219,13 +220,14 @@ def test_to_dict_round_trips():
 
 
 @pytest.mark.parametrize("arg, word", [("--nope=1", "nope"), ("--forget_class=12", "forget_class")])
-def test_cli_config_error_exits_2_with_one_line(tmp_path, arg, word):
+def test_cli_config_error_exits_2_with_one_line(tmp_path, arg, word, capsys):
+    """``main.main`` in this process (``test_main_seed_typo_exits_2_with_one_line`` starts the real CLI)."""
     out_dir = tmp_path / "o"
-    proc = subprocess.run([sys.executable, "main.py", arg, f"--out_dir={out_dir}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        main.main([arg, f"--out_dir={out_dir}"])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
     assert word in lines[0]
     assert not out_dir.exists()
 
@@ -267,9 +269,14 @@ def test_main_seed_typo_exits_2_with_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("script", ["main.py", "reproduce.py", "bench.py"])
-@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_both_help_flags_and_only_they_ask_for_help():
+    assert wants_help(["-h"]) and wants_help(["x.yaml", "--help"])
+    assert not wants_help(["--helpful=1"]) and not wants_help([])
+
+
+@pytest.mark.parametrize("script, flag", [("main.py", "--help"), ("reproduce.py", "-h"), ("bench.py", "--help")])
 def test_help_lists_every_key_and_exits_0(script, flag):
+    """One process per script; each answers -h and --help through ``config.wants_help`` (tested above)."""
     proc = subprocess.run([sys.executable, script, flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:")

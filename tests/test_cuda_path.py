@@ -54,7 +54,7 @@ def draws_on_cpu_only(monkeypatch):
 @pytest.mark.parametrize("method", ["camu", "random_label", "salun", "boundary_expand", "bad_teacher"])
 def test_every_draw_of_a_run_is_on_the_cpu(small_cfg, method, draws_on_cpu_only):
     cfg = validate(dataclasses.replace(small_cfg, method=method, train_epochs=1, compare_retrain=False,
-                                       salun_epochs=1, boundary_expand_epochs=1, run_name=""))
+                                       salun_epochs=1, random_label_epochs=1, boundary_expand_epochs=1, run_name=""))
     main.run(cfg, log=lambda _: None)
     assert "randperm" in draws_on_cpu_only  # the check saw the run's draws
     if method == "camu":
