@@ -396,6 +396,25 @@ def apply_overrides(cfg: Config, values: dict[str, Any], source: str = "") -> Co
     return dataclasses.replace(cfg, **updates)
 
 
+def unwritable_folder(path: str) -> str:
+    """Why results could not be written under ``path`` ('' when they could), checked without creating it.
+
+    Every run writes under out_dir only after the data is loaded (the cache lock, then the
+    original model, minutes of training later the results): a file in the way or a folder
+    without write access should stop the run at once, as a config error, not as a traceback.
+    """
+    folder = Path(path).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            return f"{folder} is a broken link"
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no write access to {folder}"
+    return ""
+
+
 def validate(cfg: Config) -> Config:
     """Reject impossible values before any work; fill derived defaults (run_name)."""
     if cfg.dataset not in NUM_CLASSES:
@@ -450,6 +469,9 @@ def validate(cfg: Config) -> Config:
     for key in ("out_dir", "data_root"):
         if not getattr(cfg, key):
             raise ConfigError(f"{key}: must not be empty")
+    problem = unwritable_folder(cfg.out_dir)
+    if problem:
+        raise ConfigError(f"out_dir: {cfg.out_dir!r}: {problem}")
     switch = {"true": "true", "1": "true", "yes": "true", "on": "true",
               "false": "false", "0": "false", "no": "false", "off": "false", "auto": "auto"}
     if cfg.bf16.lower() not in switch:

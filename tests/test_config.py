@@ -87,12 +87,30 @@ def test_bool_from_yaml(tmp_path):
     assert parse_args([str(preset)]).download is False
 
 
-def test_run_name_default_and_explicit():
+def test_run_name_default_and_explicit(tmp_path):
     assert parse_args([]).run_name == "mnist-class-camu"
     assert parse_args(["--dataset=cifar10", "--scenario=random"]).run_name == "cifar10-random-camu"
     assert parse_args(["--run_name=mine"]).run_name == "mine"
-    cfg = parse_args(["--run_name=mine", "--out_dir=/somewhere"])
-    assert cfg.run_dir == Path("/somewhere") / "mine"
+    cfg = parse_args(["--run_name=mine", f"--out_dir={tmp_path / 'somewhere'}"])
+    assert cfg.run_dir == tmp_path / "somewhere" / "mine"
+
+
+def test_an_out_dir_that_cannot_be_a_folder_is_a_config_error(tmp_path, capsys):
+    """Caught before the data is loaded, not as a traceback from the cache lock minutes into the run."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("x")
+    for out_dir in (in_the_way, in_the_way / "below" / "it"):
+        with pytest.raises(ConfigError, match=f"out_dir: .*{in_the_way} is a file, not a folder"):
+            parse_args([f"--out_dir={out_dir}"])
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError, match="is a broken link"):
+        parse_args([f"--out_dir={tmp_path / 'link' / 'runs'}"])
+    assert parse_args([f"--out_dir={tmp_path / 'new' / 'runs'}"]).out_dir == str(tmp_path / "new" / "runs")
+    assert not (tmp_path / "new").exists()  # checked, not created
+    with pytest.raises(SystemExit) as exit_:
+        main.main([f"--out_dir={in_the_way}"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_forget_class_range_depends_on_dataset():
