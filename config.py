@@ -531,7 +531,7 @@ def validate(cfg: Config) -> Config:
     return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} file {str(path)!r} does not exist")
     try:
@@ -563,7 +563,7 @@ def _layer_tuned(cfg: Config, probe: Config) -> Config:
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
                           f"(write it with: python tune.py --dataset={probe.dataset} "
                           f"--scenario={probe.scenario} --method={probe.method})")
-    values = _read_yaml(path, "tuned")
+    values = read_yaml(path, "tuned")
     bad = [k for k in values if k in TUNED_FORBIDDEN]
     if bad:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
@@ -591,7 +591,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     args = list(argv)
     if args and not args[0].startswith("--"):
         preset = Path(args.pop(0))
-        values = _read_yaml(preset, "preset")
+        values = read_yaml(preset, "preset")
         cfg = apply_overrides(cfg, values, source=str(preset))
         if echo:
             print(f"preset {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))

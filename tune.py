@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from config import Config, ConfigError, help_text, parse_args, tuned_path, validate, wants_help
+from config import Config, ConfigError, help_text, parse_args, read_yaml, tuned_path, validate, wants_help
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
 from progress import configure_progress
@@ -80,6 +80,16 @@ def _int(key: str, text: str, low: int) -> int:
     return value
 
 
+def method_named(argv: list[str]) -> bool:
+    """Whether the command line or its preset names the method.
+
+    A study runs for hours and writes a tuned file: a forgotten ``--method`` should not start one
+    for the config's default method (CaMU). The concept presets name theirs."""
+    if any(arg.startswith("--method=") for arg in argv):
+        return True
+    return bool(argv) and not argv[0].startswith("--") and "method" in read_yaml(Path(argv[0]), "preset")
+
+
 def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     """tune.py's own flags, then the config from the rest; every refusal is a ConfigError."""
     own: dict[str, Any] = {}
@@ -107,6 +117,8 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
             rest.append(arg)
     opts = TuneOptions(**own)
     cfg = parse_args(rest, echo=True)
+    if not method_named(rest):
+        raise ConfigError(f"method: name the method to tune with --method=M (one of {', '.join(SEARCH_SPACES)})")
     if cfg.method not in SEARCH_SPACES:
         raise ConfigError(f"method: {cfg.method!r} has no search space; tune one of {', '.join(SEARCH_SPACES)}")
     if cfg.tuned:

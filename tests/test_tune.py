@@ -194,6 +194,18 @@ def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path:
     assert not out.exists()
 
 
+def test_a_study_needs_its_method_named(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --method (or a preset that names one) no study starts for the default method."""
+    out = tmp_path / "runs"
+    unnamed = [arg for arg in _argv(data_root, out, tmp_path / "tuned", "camu") if not arg.startswith("--method=")]
+    assert tune.main(unnamed) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--method=M" in err[0]
+    assert not out.exists()
+    assert tune.parse_tune_args(["configs/mnist_concept.yaml", *unnamed])[1].method == "concept_poison"
+    assert tune.parse_tune_args([*unnamed, "--method=camu"])[1].method == "camu"
+
+
 def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
     argv = _argv(data_root, shared, tmp_path / "tuned", "finetune", "--trials=2", "--tune_seeds=100",
                  "--finetune_epochs=1")
