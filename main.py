@@ -32,7 +32,7 @@ from eval.relearn import relearn
 from models import DownloadError
 from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
-from progress import configure_progress
+from progress import Interrupted, configure_progress, interrupted
 from report import format_table, git_commit, results_document
 from storage import write_bytes, write_json
 from unlearn import ROW_METRICS, UnlearnTask, get_method
@@ -153,16 +153,20 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     }
     rows: list[dict[str, Any]] = []
     results_path = cfg.run_dir / "results.json"
-    for seed in tqdm(cfg.seeds, desc="seeds"):
-        row, seed_meta, split = run_seed(cfg, data, original, seed)
-        rows.append(row)
-        meta["per_seed"].append(seed_meta)
-        save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
-        meta["elapsed_s"] = time.perf_counter() - started
-        meta["complete"] = len(rows) == len(cfg.seeds)
-        write_json(results_path, results_document(cfg, rows, meta))
-        shown = {k: v for k, v in row.items() if isinstance(v, float)}
-        tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    try:
+        for seed in tqdm(cfg.seeds, desc="seeds"):
+            row, seed_meta, split = run_seed(cfg, data, original, seed)
+            rows.append(row)
+            meta["per_seed"].append(seed_meta)
+            save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
+            meta["elapsed_s"] = time.perf_counter() - started
+            meta["complete"] = len(rows) == len(cfg.seeds)
+            write_json(results_path, results_document(cfg, rows, meta))
+            shown = {k: v for k, v in row.items() if isinstance(v, float)}
+            tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(rows)} of {len(cfg.seeds)} seeds finished"
+                          + (f", in {results_path} (complete: false)" if rows else "; no results written")) from None
     log(format_table(rows))
     return results_document(cfg, rows, meta)
 
@@ -178,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConceptError, DownloadError) as exc:  # missing optional package or weights: one line, exit 1
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        return interrupted(exc, "before the first seed; cached models are only ever written whole")
     print(cfg.run_dir / "results.json")
     return 0
 

@@ -6,6 +6,9 @@ carriage returns. Off a terminal, ``configure_progress`` makes every bar in the 
 redraw at most every ``LOG_INTERVAL_S`` seconds and end with a line of its own (with its
 rate and elapsed time), so a log gets one line per epoch and an ETA on long phases.
 Entry points call it once; the bars themselves stay plain ``tqdm(...)`` calls.
+
+A Ctrl-C lands wherever the work is (deep in a convolution, mostly); ``interrupted`` turns it
+into one line saying what was kept, since every result and checkpoint is written atomically.
 """
 
 from __future__ import annotations
@@ -40,3 +43,16 @@ def configure_progress(stream: IO[str] | None = None) -> bool:
     is_terminal = bool(getattr(stream, "isatty", lambda: False)())
     tqdm.__init__ = _PLAIN_INIT if is_terminal else _log_init  # type: ignore[method-assign]
     return not is_terminal
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C re-raised with what the interrupted work kept (``str(exc)``)."""
+
+
+def interrupted(exc: KeyboardInterrupt, kept: str) -> int:
+    """Print one line for a Ctrl-C (the work's own account when it gave one, else ``kept``); the exit status."""
+    print(f"\ninterrupted: {exc if isinstance(exc, Interrupted) else kept}", file=sys.stderr)
+    return INTERRUPTED_EXIT

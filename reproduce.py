@@ -34,7 +34,7 @@ from data import DataError
 from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
 from launch.jobs import file_state
-from progress import configure_progress
+from progress import configure_progress, interrupted
 from report import load_studies, write_tables
 from unlearn import METHODS
 
@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as exc:
             print(f"data error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt as exc:
+            return interrupted(exc, f"finished cells stay in {plan.out_dir / 'cells'}; the same command computes "
+                                    "only the rest")
     if not outcome.finished:
         print(f"tables once the jobs are done: python reproduce.py --table-only {' '.join(argv)}")
         return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import math
 import os
 import socket
@@ -31,7 +32,7 @@ import yaml
 from config import Config, ConfigError, help_text, parse_args, read_yaml, tuned_path, validate, wants_help
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
-from progress import configure_progress
+from progress import configure_progress, interrupted
 from report import DT_SHORTFALL_LIMIT, git_commit
 from storage import write_bytes, write_json
 from unlearn import SEARCH_SPACES
@@ -134,6 +135,11 @@ def study_name(cfg: Config) -> str:
     return f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
 
 
+def study_path(cfg: Config) -> Path:
+    """The study's SQLite file: OUT_DIR/tuning/DATASET-SCENARIO-METHOD.db."""
+    return Path(cfg.out_dir) / "tuning" / f"{study_name(cfg)}.db"
+
+
 def study_scope(cfg: Config) -> dict[str, Any]:
     """What a study's trials must share: the config without the tuned keys and the free keys."""
     drop = set(FREE_KEYS) | set(SEARCH_SPACES[cfg.method])
@@ -159,9 +165,9 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     import optuna
 
     summary = read_summary(cfg, opts) if opts.from_summary else None  # refused before anything is written
-    folder = Path(cfg.out_dir) / "tuning"
-    folder.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{(folder / study_name(cfg)).resolve()}.db"
+    path = study_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{path.resolve()}"
     with warnings.catch_warnings():  # the heartbeat is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
@@ -462,9 +468,9 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    folder = Path(cfg.out_dir) / "tuning"
+    database = study_path(cfg)
     summary: dict[str, Any] = {
-        "study": study_name(cfg), "database": str(folder / f"{study_name(cfg)}.db"),
+        "study": study_name(cfg), "database": str(database),
         "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),
         "pruned": len(pruned),
         "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -473,7 +479,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         "trials": [trial_summary(t) for t in trials],
     }
     if not complete:
-        write_json(folder / f"{study_name(cfg)}.json", summary)
+        write_json(database.with_suffix(".json"), summary)
         log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed): no tuned file written")
         return None
     keeps_dt = [t for t in complete if test_drop_constraint(t)[0] <= 0]
@@ -488,7 +494,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     summary["best"] = trial_summary(best)
     summary["best_keeps_test_acc"] = bool(keeps_dt)
     summary["published_kept"] = kept
-    write_json(folder / f"{study_name(cfg)}.json", summary)
+    write_json(database.with_suffix(".json"), summary)
     header = [
         f"# tuned by tune.py: {cfg.method} on {cfg.dataset}, {cfg.scenario} removal",
         f"# trials: {len(complete) + len(failed) + len(pruned)} finished ({len(complete)} complete, "
@@ -516,6 +522,22 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     return path
 
 
+class _InterruptWithoutTraceback(logging.Filter):
+    """Optuna logs a Ctrl-C'd trial as failed with the whole traceback; keep its one-line message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_interrupts() -> None:
+    """Install ``_InterruptWithoutTraceback`` once, on the logger of Optuna's optimize loop."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _InterruptWithoutTraceback) for f in logger.filters):
+        logger.addFilter(_InterruptWithoutTraceback())
+
+
 def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     """Run trials until the study holds ``opts.trials`` finished ones; write the tuned file."""
     import optuna
@@ -526,6 +548,7 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     from models.runtime import configure_determinism
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_interrupts()
     study = open_study(cfg, opts)
     done = finished(study)
     log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
@@ -556,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(USAGE, FLAGS))
         return 0
     configure_progress()
+    cfg: Config | None = None
     try:
         opts, cfg = parse_tune_args(argv)
         path = tune(cfg, opts)
@@ -565,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # Optuna has stored the running trial as failed (no error: the sampler skips it)
+        where = study_path(cfg) if cfg is not None else "the study"
+        return interrupted(exc, f"{where} keeps its finished trials; the same command continues the study")
     return 0 if path is not None else 1
 
 

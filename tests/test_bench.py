@@ -36,3 +36,19 @@ def test_bench_times_every_phase_and_a_release_style_epoch(data_root, tmp_path):
 def test_bench_rejects_an_unknown_release_epoch_value(capsys):
     assert bench.main(["--release_epoch=maybe"]) == 2
     assert capsys.readouterr().err.strip() == "config error: --release_epoch: 'maybe' is not one of auto, true, false"
+
+
+def test_bench_ctrl_c_and_missing_data_are_one_line(data_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main([f"--data_root={tmp_path / 'empty'}", "--download=false", f"--out_dir={tmp_path / 'runs'}",
+                       f"--bench_out={out}"]) == 1
+    assert capsys.readouterr().err.strip().startswith("data error: mnist: files not found in")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "bench", interrupted)
+    assert bench.main([f"--data_root={data_root}", f"--bench_out={out}"]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted: no timings written ({out} is written once every "
+                                               "phase is timed)")
+    assert not out.exists()

@@ -121,6 +121,37 @@ def test_cli_missing_data(tmp_path):
     assert list(empty.iterdir()) == []
 
 
+def test_ctrl_c_keeps_the_finished_seeds_and_says_so_in_one_line(small_cfg, shared_out, monkeypatch, capsys):
+    """A Ctrl-C in the second seed: exit 130, results.json holds the first seed (complete: false)."""
+    cfg = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu", seeds=[0, 1, 2], unlearn_epochs=1,
+                              mia_train_size=200, compare_retrain=False, run_name="interrupted")
+    real = main.run_seed
+
+    def second_seed_interrupted(*args, **kwargs):
+        if args[3] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(main, "load_config", lambda argv: cfg)
+    monkeypatch.setattr(main, "run_seed", second_seed_interrupted)
+    assert main.main([]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    results = cfg.run_dir / "results.json"
+    assert last == f"interrupted: 1 of 3 seeds finished, in {results} (complete: false)"
+    saved = json.loads(results.read_text())
+    assert [row["seed"] for row in saved["seeds"]] == [0] and saved["meta"]["complete"] is False
+
+    def interrupted_original(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    fresh = dataclasses.replace(cfg, run_name="interrupted-early")
+    monkeypatch.setattr(main, "load_config", lambda argv: fresh)
+    monkeypatch.setattr(main, "original_model", interrupted_original)
+    assert main.main([]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted: before the first seed")
+    assert not fresh.run_dir.exists()
+
+
 def test_seeds_are_independent_of_each_other(small_cfg, shared_out):
     """A seed's row is the same whether it runs alone or after another seed."""
     base = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu", unlearn_epochs=1,

@@ -46,6 +46,17 @@ def _cells(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "cells" / "mnist-class").glob("*.json"))}
 
 
+def test_ctrl_c_says_where_the_finished_cells_stay(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce, "sweep", interrupted)
+    assert reproduce.main(["--datasets=mnist", "--scenarios=class", "--methods=camu", "--seeds=0",
+                           f"--out_dir={tmp_path}"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: finished cells stay in {tmp_path / 'cells'}; the same command computes only the rest")
+
+
 def test_killed_sweep_resumes_without_computing_a_cell_twice(data_root, tmp_path, capsys):
     out = tmp_path / "sweep"
     env = {**os.environ, "CAMU_DATA_ROOT": str(data_root)}

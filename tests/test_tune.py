@@ -4,6 +4,7 @@ refuses reported seeds, fails diverging trials and goes on; tuned=true needs its
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -204,6 +205,30 @@ def test_a_study_needs_its_method_named(data_root: Path, tmp_path: Path, capsys:
     assert not out.exists()
     assert tune.parse_tune_args(["configs/mnist_concept.yaml", *unnamed])[1].method == "concept_poison"
     assert tune.parse_tune_args([*unnamed, "--method=camu"])[1].method == "camu"
+
+
+def test_ctrl_c_names_the_study_that_keeps_the_finished_trials(data_root: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "tune", interrupted)
+    argv = _argv(data_root, tmp_path / "runs", tmp_path / "tuned", "neggrad")
+    assert tune.main(argv) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"interrupted: {tmp_path / 'runs' / 'tuning' / 'mnist-class-neggrad.db'} keeps its finished "
+                    "trials; the same command continues the study")
+
+    # Optuna's own line for the trial a Ctrl-C stopped keeps its message and drops the traceback
+    tune.quiet_interrupts()
+    tune.quiet_interrupts()  # installed once however often tune() runs in a process
+    logger = logging.getLogger("optuna.study._optimize")
+    assert sum(isinstance(f, tune._InterruptWithoutTraceback) for f in logger.filters) == 1
+    for error, traceback_kept in ((KeyboardInterrupt(), False), (ValueError("x"), True)):
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Trial 3 failed", None,
+                                   (type(error), error, None))
+        assert logger.filter(record) and bool(record.exc_info) is traceback_kept
 
 
 def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
