@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -37,7 +38,10 @@ def worker_settings(index: int, count: int, gpus: list[str], cpus: int, num_thre
 def _worker(jobs: list[Job], index: int, count: int, env: dict[str, str], threads: int) -> None:
     os.environ.update(env)  # before anything touches CUDA in this fresh process
     torch.set_num_threads(threads)
-    failures = run_stage(jobs, index, count)
+    try:
+        failures = run_stage(jobs, index, count)
+    except KeyboardInterrupt:  # a Ctrl-C reaches every worker; the parent says in one line what was kept
+        sys.exit(130)
     sys.exit(1 if failures else 0)
 
 
@@ -60,9 +64,18 @@ def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print)
         proc = context.Process(target=_worker, args=(jobs, i, count, env, threads), name=f"camu-worker-{i}")
         proc.start()
         procs.append(proc)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:  # stop the workers too (a signal to this process alone would leave them running)
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in procs:
+            proc.join()
+        raise
     failures = []
     for i, proc in enumerate(procs):
-        proc.join()
         if proc.exitcode != 0:
             failures.append(f"worker {i + 1}/{count} exited with status {proc.exitcode}")
     return failures

@@ -321,3 +321,41 @@ def test_the_model_stage_in_this_process_trains_with_num_threads(monkeypatch, tm
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
+    """A worker ends a Ctrl-C with status 130 (no traceback); the parent, interrupted while waiting,
+    sends SIGINT to the workers still running (a signal to the parent alone would leave them computing)."""
+    import launch.local as local
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "run_stage", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        local._worker([], 0, 2, {}, 1)
+    assert exit_.value.code == 130
+
+    signalled = []
+
+    class Worker:
+        def __init__(self, target, args, name):
+            self.pid, self.joins = 1000 + args[1], 0
+
+        def start(self):
+            pass
+
+        def join(self):
+            self.joins += 1
+            if self.pid == 1000 and self.joins == 1:
+                raise KeyboardInterrupt
+
+        def is_alive(self):
+            return self.joins < 2
+
+    monkeypatch.setattr(local.multiprocessing, "get_context", lambda how: SimpleNamespace(Process=Worker))
+    monkeypatch.setattr(local.os, "kill", lambda pid, sig: signalled.append((pid, sig)))
+    jobs = [SimpleNamespace(cfg=SimpleNamespace(device="cpu", num_threads=1))] * 2
+    with pytest.raises(KeyboardInterrupt):
+        local.run_local(jobs, 2, log=lambda line: None)
+    assert signalled == [(1000, signal.SIGINT), (1001, signal.SIGINT)]
