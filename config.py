@@ -532,12 +532,18 @@ def validate(cfg: Config) -> Config:
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A preset or tuned file's keys; a file that is missing, a folder, unreadable or not a YAML mapping
+    is a ConfigError naming it."""
+    if path.is_dir():
+        raise ConfigError(f"{what} file {str(path)!r} is a folder; give a .yaml file (e.g. configs/mnist_class.yaml)")
     if not path.is_file():
         raise ConfigError(f"{what} file {str(path)!r} does not exist")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: cannot be read as text ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path}: expected a mapping of config keys")
     return values

@@ -165,6 +165,16 @@ def test_bad_values_in_preset(tmp_path, text, word):
         parse_args([str(preset)])
 
 
+def test_a_preset_that_is_a_folder_or_not_text_is_named_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=f"preset file '{tmp_path}' is a folder"):
+        parse_args([str(tmp_path)])
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\xd0\xff\xfe")
+    with pytest.raises(ConfigError, match=f"preset {binary}: cannot be read as text") as info:
+        parse_args([str(binary)])
+    assert "\n" not in str(info.value)
+
+
 def test_unknown_key_in_preset(tmp_path):
     preset = tmp_path / "bad.yaml"
     preset.write_text("dataset: mnist\nunlearn_epoch: 3\n")
