@@ -34,7 +34,7 @@ from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import Interrupted, configure_progress, interrupted
 from report import format_table, git_commit, results_document
-from storage import write_bytes, write_json
+from storage import keep_previous, write_bytes, write_json
 from unlearn import ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
 
@@ -161,6 +161,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
             save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
             meta["elapsed_s"] = time.perf_counter() - started
             meta["complete"] = len(rows) == len(cfg.seeds)
+            if len(rows) == 1 and (kept := keep_previous(results_path)):
+                tqdm.write(f"the earlier results.json of {cfg.run_name} is kept as {kept.name}")
             write_json(results_path, results_document(cfg, rows, meta))
             shown = {k: v for k, v in row.items() if isinstance(v, float)}
             tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))

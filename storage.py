@@ -6,6 +6,7 @@ are read with ``weights_only=True`` so a file cannot run code when loaded.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import tempfile
@@ -68,6 +69,23 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     return write_bytes(path, text.encode())
+
+
+def keep_previous(path: str | Path) -> Path | None:
+    """Rename an earlier file at ``path`` to NAME-TIME.SUFFIX (its own UTC modification time); the new name.
+
+    Two runs under one run name (``python main.py --seeds=0``, then ``--seeds=1``) would otherwise
+    leave only the second's results.json; renaming in the same folder is atomic and keeps both.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    kept, n = path.with_name(f"{path.stem}-{stamp}{path.suffix}"), 1
+    while kept.exists():
+        kept, n = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}"), n + 1
+    path.rename(kept)
+    return kept
 
 
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:

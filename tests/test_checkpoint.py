@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.cache import cached_model, key_hash
-from storage import load_checkpoint, save_checkpoint, write_json
+from storage import keep_previous, load_checkpoint, save_checkpoint, write_json
 
 KEY = {"dataset": "toy", "epochs": 1, "seed": 0}
 
@@ -198,3 +198,16 @@ def test_failed_checkpoint_write_leaves_no_temp_file(tmp_path):
         save_checkpoint(path, {"model": {"w": torch.ones(2)}, "f": lambda: 0})
     assert os.listdir(tmp_path) == ["c.pt"]
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+def test_keep_previous_renames_under_the_files_own_time_and_never_over_another(tmp_path):
+    path = tmp_path / "results.json"
+    assert keep_previous(path) is None  # nothing to keep
+    names = []
+    for text in ("first", "second"):
+        path.write_text(text)
+        os.utime(path, (0, 86400 + 3661))  # 1970-01-02 01:01:01 UTC, both times
+        names.append(keep_previous(path).name)
+        assert not path.exists()
+    assert names == ["results-19700102T010101Z.json", "results-19700102T010101Z-1.json"]
+    assert [(tmp_path / n).read_text() for n in names] == ["first", "second"]
