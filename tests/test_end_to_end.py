@@ -145,7 +145,7 @@ def test_ctrl_c_keeps_the_finished_seeds_and_says_so_in_one_line(small_cfg, shar
     earlier = results.read_bytes()
     monkeypatch.setattr(main, "load_config", lambda argv: dataclasses.replace(cfg, seeds=[2, 1]))
     assert main.main([]) == 130
-    kept = [p for p in cfg.run_dir.glob("results-*.json")]
+    kept = list(cfg.run_dir.glob("results-*.json"))
     assert len(kept) == 1 and kept[0].read_bytes() == earlier
     assert f"kept as {kept[0].name}" in capsys.readouterr().out
     assert [row["seed"] for row in json.loads(results.read_text())["seeds"]] == [2]
