@@ -53,8 +53,23 @@ class Runtime:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.compile != "off":
-            model.compile(mode=self.compile)
+            self._compile(model)
         return model
+
+    def _compile(self, model: nn.Module) -> None:
+        """``nn.Module.compile`` in this mode; under ``reduce-overhead``, live outputs survive the next call.
+
+        CUDA graphs write every call's outputs into the same memory, and by default reading an
+        output after the next call raises ("accessing tensor output of CUDAGraphs that has been
+        overwritten"). Evaluation concatenates logits batch by batch, CaMU keeps the original's
+        embeddings and SCRUB its teacher's logits across calls: torch's ``user_visible`` cloning
+        copies such outputs out of the graph's memory before the next call overwrites them.
+        """
+        if self.compile == "reduce-overhead":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.triton.cudagraph_trees_generation_cloning = "user_visible"
+        model.compile(mode=self.compile)
 
     def copy(self, model: nn.Module) -> nn.Module:
         """A deep copy of ``model`` in this runtime's compile mode.
@@ -65,7 +80,7 @@ class Runtime:
         """
         clone = copy.deepcopy(model)
         if self.compile != "off":
-            clone.compile(mode=self.compile)
+            self._compile(clone)
         return clone
 
     def adam(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -81,21 +96,34 @@ def device_name(device: torch.device | str) -> str:
     return device.type
 
 
+def _determinism_flags() -> tuple[bool, bool, bool, bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32)
+
+
+def _set_determinism_flags(flags: tuple[bool, bool, bool, bool, bool]) -> None:
+    torch.use_deterministic_algorithms(flags[0])
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = flags[1:]
+
+
+TORCH_DETERMINISM = _determinism_flags()  # torch's own settings, as the process started with them
+
+
 def configure_determinism(deterministic: bool) -> None:
     """``deterministic: true``: deterministic kernels only, no cuDNN autotuning, no TF32.
 
     Must run before the first CUDA call of the process: cuBLAS reads its workspace setting
-    when its handle is created. ``false`` leaves torch's defaults (cuDNN may autotune, TF32
-    as torch sets it), which differ from CPU results by more than rounding on a GPU.
+    when its handle is created. ``false`` restores torch's defaults (cuDNN may autotune, TF32
+    as torch sets it), which differ from CPU results by more than rounding on a GPU; restoring
+    them matters in a process that runs several configs (a sweep's worker, the notebook).
     """
     if not deterministic:
+        _set_determinism_flags(TORCH_DETERMINISM)
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    _set_determinism_flags((True, False, True, False, False))
 
 
 def backend_info(device: torch.device | str) -> dict[str, Any]:

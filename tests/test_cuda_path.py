@@ -16,6 +16,7 @@ import torch
 import main
 from config import validate
 from data.rng import generator
+from models import runtime
 from models.cache import cached_model
 from models.runtime import cpu_info
 from unlearn import bad_teacher
@@ -73,15 +74,13 @@ def test_cifar_augmentation_draws_on_the_cpu(draws_on_cpu_only):
 def test_deterministic_mode_and_what_ran_are_recorded(small_cfg):
     cfg = validate(dataclasses.replace(small_cfg, deterministic=True, train_epochs=1, compare_retrain=False,
                                        unlearn_epochs=1, run_name="det"))
-    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    flags = runtime._determinism_flags()
     try:
         main.run(cfg, log=lambda _: None)
         assert torch.are_deterministic_algorithms_enabled()
-    finally:  # process-wide switches: later tests compare against fresh processes
-        torch.use_deterministic_algorithms(False)
-        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = flags
+    finally:  # process-wide switches: a later config (here: later tests) with deterministic=false gets torch's own
+        runtime.configure_determinism(False)
+    assert runtime._determinism_flags() == flags == runtime.TORCH_DETERMINISM
     meta = json.loads((cfg.run_dir / "results.json").read_text())["meta"]
     assert meta["deterministic"] is True and meta["device_name"] == "cpu"
     assert meta["tf32_matmul"] is False and meta["tf32_cudnn"] is False and meta["cudnn_benchmark"] is False

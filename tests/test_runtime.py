@@ -111,3 +111,17 @@ def test_compiled_model_computes_the_same_and_keeps_its_checkpoint_keys():
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ea, eb, atol=1e-5)
     twin = copy.deepcopy(compiled)  # every unlearning run starts from a deep copy of the original
     assert torch.allclose(twin(x)[0], a, atol=1e-5)
+
+
+def test_reduce_overhead_keeps_outputs_alive_across_calls(monkeypatch):
+    """CUDA graphs overwrite a call's outputs on the next call; evaluation keeps them (per-batch
+    logits, concatenated), so ``reduce-overhead`` turns on torch's cloning of live outputs for every
+    model it compiles, copies included. (The graphs themselves exist only on a GPU.)"""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.triton, "cudagraph_trees_generation_cloning", None)
+    Runtime(compile="default").prepare(torch.nn.Linear(2, 2))
+    assert inductor_config.triton.cudagraph_trees_generation_cloning is None
+    model = Runtime(compile="reduce-overhead").copy(torch.nn.Linear(2, 2))
+    assert inductor_config.triton.cudagraph_trees_generation_cloning == "user_visible"
+    assert model._compiled_call_impl is not None  # compiled (lazily: nothing runs until the first call)
