@@ -4,6 +4,7 @@ metrics within 0.5 points. Runs only where CUDA exists (never in CI); see docs/c
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,7 +32,8 @@ def test_mnist_class_removal_matches_between_devices(small_cfg, data_root):
     rows = {}
     for device in ("cpu", "cuda"):
         cfg = validate(dataclasses.replace(small_cfg, device=device, compare_retrain=False, bf16="false",
-                                           run_name=f"mnist-{device}"))
+                                           run_name=f"mnist-{device}",  # each device trains its own original
+                                           out_dir=str(Path(small_cfg.out_dir) / device)))
         rows[device] = main.run(cfg, log=lambda _: None)["seeds"][0]
     for key in METRICS:
         assert abs(rows["cpu"][key] - rows["cuda"][key]) <= 0.5, (key, rows)
