@@ -505,6 +505,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model: {cfg.model} does not take {cfg.dataset}'s images")
     if cfg.pretrained and not cfg.model_name.startswith("resnet"):
         raise ConfigError("pretrained: ImageNet weights exist for resnet18 / resnet50 only")
+    if "ulira" in cfg.mia_attacks:  # else refused inside the evaluation, after the original and the unlearning
+        if cfg.model_name != "cnn":
+            raise ConfigError(f"mia_attacks: ulira trains shadow copies of the small CNN (MNIST, Fashion-MNIST), "
+                              f"not of {cfg.model_name}")
+        if cfg.ulira_shadows < 2:
+            raise ConfigError(f"ulira_shadows: {cfg.ulira_shadows} must be at least 2 (one 'in' and one 'out' each)")
     for key, names in CONCEPT_CHOICES.items():
         if getattr(cfg, key) not in names:
             raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(names)}")

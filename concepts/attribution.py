@@ -16,7 +16,8 @@ peaks: the same question ("where is the concept?") for every bank.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,15 +55,36 @@ def rank_concepts(head: torch.nn.Linear, target: int, rule: str, margins: torch.
     return torch.argsort(score.cpu(), descending=True, stable=True).tolist()
 
 
+@contextmanager
+def bilinear_backward_allowed(device: torch.device | str) -> Iterator[None]:
+    """Deterministic mode on CUDA, with the bilinear resize's backward allowed (with torch's warning).
+
+    Pixel IG differentiates through the bilinear resize to the bank's input size (CLIP's 224 px,
+    the CIFAR transform), and torch has no deterministic CUDA kernel for that backward: under
+    ``deterministic: true`` it raises. Its atomic adds reorder rounding only, which a patch
+    position (the argmax of a windowed sum) survives; elsewhere nothing changes.
+    """
+    strict = torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    if not (strict and torch.device(device).type == "cuda"):
+        yield
+        return
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(True)
+
+
 def pixel_attributions(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, steps: int = 16,
                        batch_size: int = 64) -> torch.Tensor:
     """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W."""
     ig = _integrated_gradients(score)
     parts = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float()
-        parts.append(ig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps,
-                                  internal_batch_size=len(x) * steps).detach())
+    with bilinear_backward_allowed(images.device):
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].float()
+            parts.append(ig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps,
+                                      internal_batch_size=len(x) * steps).detach())
     return torch.cat(parts)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import main
-from concepts.attribution import concept_attributions, peak_centres, rank_concepts
+from concepts.attribution import bilinear_backward_allowed, concept_attributions, peak_centres, rank_concepts
 from concepts.donor import choose_donor
 from concepts.pixel_concepts import CONCEPTS, concept_scores
 from concepts.poison import default_patch, poison_images, poison_labels
@@ -144,6 +144,22 @@ def test_peak_centre_finds_the_hot_window():
 
 
 # ---- step 4: donor ----------------------------------------------------------------------------------------------
+
+def test_deterministic_mode_allows_the_bilinear_backward_on_cuda_only():
+    """torch has no deterministic CUDA kernel for the resize's backward that pixel IG goes through."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        with bilinear_backward_allowed("cpu"):
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        with bilinear_backward_allowed("cuda"):  # decided from the device alone: nothing runs on it
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with bilinear_backward_allowed("cuda"):  # not deterministic: left as it is
+        assert not torch.are_deterministic_algorithms_enabled()
+
 
 def test_donor_rules_on_a_hand_made_head():
     w = torch.tensor([[5.0, 4.0, 0.0],   # class 0: top concepts 0, 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import Config
+from config import Config, ConfigError, parse_args
 from data import make_split
 from data.datasets import Dataset, ImageSet
 from data.rng import generator
@@ -129,6 +129,12 @@ def test_ulira_rejects_resnet_and_bad_shadow_count():
         _suite_cfg(["ulira"], Config(dataset="cifar10"))
     with pytest.raises(ValueError, match="ulira_shadows"):
         _suite_cfg(["ulira"], Config(ulira_shadows=1))
+    # and before any work, as config errors (the config without ulira is fine)
+    with pytest.raises(ConfigError, match="mia_attacks: ulira .* not of resnet18"):
+        parse_args(["--dataset=cifar10", "--mia_attacks=loss,ulira"])
+    with pytest.raises(ConfigError, match="ulira_shadows: 1 must be at least 2"):
+        parse_args(["--mia_attacks=ulira", "--ulira_shadows=1"])
+    assert parse_args(["--dataset=cifar10", "--ulira_shadows=1"]).ulira_shadows == 1
 
 
 def _suite_cfg(names: list[str], cfg: Config) -> dict[str, float]:
