@@ -23,14 +23,25 @@ from launch.worker import Job, StageWorker
 HERE = Path(__file__).resolve().parents[1]
 
 
+def job_parameters(slurm: Config) -> dict[str, object]:
+    """submitit's parameters for every array task of a stage.
+
+    ``gpus_per_node`` is left out for CPU jobs: ``--gpus-per-node=0`` is refused as an invalid
+    GRES request by clusters without GPUs. ``SRUN_CPUS_PER_TASK``: since Slurm 22.05 the ``srun``
+    that submitit runs the task under no longer inherits ``--cpus-per-task`` (one CPU otherwise).
+    """
+    setup = [f"export PYTHONPATH={shlex.quote(str(HERE))}${{PYTHONPATH:+:$PYTHONPATH}}",  # the jobs import camu
+             "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}"]
+    return {"timeout_min": slurm.slurm_timeout_min, "mem_gb": slurm.slurm_mem_gb,
+            "cpus_per_task": slurm.slurm_cpus_per_task, "tasks_per_node": 1,
+            "slurm_array_parallelism": slurm.slurm_array_parallelism, "slurm_setup": setup, "local_setup": setup,
+            **({"gpus_per_node": slurm.slurm_gpus_per_task} if slurm.slurm_gpus_per_task else {}),
+            **({"slurm_partition": slurm.slurm_partition} if slurm.slurm_partition else {})}
+
+
 def executor(slurm: Config, out_dir: Path) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=out_dir / "slurm" / "%j", cluster=slurm.submitit_cluster)
-    setup = [f"export PYTHONPATH={shlex.quote(str(HERE))}${{PYTHONPATH:+:$PYTHONPATH}}"]  # the jobs import camu
-    ex.update_parameters(timeout_min=slurm.slurm_timeout_min, mem_gb=slurm.slurm_mem_gb,
-                         cpus_per_task=slurm.slurm_cpus_per_task, gpus_per_node=slurm.slurm_gpus_per_task,
-                         tasks_per_node=1, slurm_array_parallelism=slurm.slurm_array_parallelism,
-                         slurm_setup=setup, local_setup=setup,
-                         **({"slurm_partition": slurm.slurm_partition} if slurm.slurm_partition else {}))
+    ex.update_parameters(**job_parameters(slurm))
     return ex
 
 
@@ -73,5 +84,5 @@ def collect(handles: list[submitit.Job]) -> list[str]:
         try:
             failures += handle.result()
         except Exception as exc:  # the job itself failed (killed, timed out too often, ...)
-            failures.append(f"job {handle.job_id}: {str(exc).strip().splitlines()[-1][:300] if str(exc) else exc!r}")
+            failures.append(f"job {handle.job_id}: {str(exc).strip().splitlines()[-1][:1000] if str(exc) else exc!r}")
     return failures

@@ -10,6 +10,7 @@ function runs in this process, in local worker processes and in SLURM array task
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -149,9 +150,25 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
     return failures
 
 
+class StageFailed(RuntimeError):
+    """Items of a stage failed; raised so that the SLURM task ends FAILED (its message: one line)."""
+
+
 class StageWorker(submitit.helpers.Checkpointable):
-    """``run_stage`` as a submitit job; on a timeout or preemption submitit requeues it and it resumes."""
+    """``run_stage`` as a submitit job; on a timeout or preemption submitit requeues it and it resumes.
+
+    A failed item fails the task: the cells array waits on the models array with ``afterok``,
+    which a task that caught its items' errors and exited 0 would satisfy, and the cells would
+    then train the missing models themselves, every array task at once. SLURM's CPU share sets
+    the torch threads unless ``num_threads`` does (torch's default counts the node's cores).
+    """
 
     def __call__(self, jobs: list[Job], index: int, count: int) -> list[str]:
-        return run_stage(jobs, index, count)
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit() and jobs and not jobs[0].cfg.num_threads:
+            torch.set_num_threads(int(cpus))
+        failures = run_stage(jobs, index, count)
+        if failures:
+            raise StageFailed(f"{len(failures)} of {len(jobs)} items failed: " + " | ".join(failures))
+        return failures
 

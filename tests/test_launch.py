@@ -359,3 +359,31 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         local.run_local(jobs, 2, log=lambda line: None)
     assert signalled == [(1000, signal.SIGINT), (1001, signal.SIGINT)]
+
+
+def test_a_stage_task_with_failed_items_fails_so_afterok_holds_the_cells_back(monkeypatch):
+    """The cells array starts after the models array only if every models task succeeded (afterok):
+    a task whose items failed must end FAILED, not exit 0 with its failures as a return value."""
+    import launch.worker as worker
+
+    jobs = [SimpleNamespace(cfg=SimpleNamespace(num_threads=0))] * 3
+    monkeypatch.setattr(worker, "run_stage", lambda *args: ["original-mnist: OSError: disk full"])
+    with pytest.raises(worker.StageFailed, match=r"^1 of 3 items failed: original-mnist: OSError: disk full$"):
+        worker.StageWorker()(jobs, 0, 1)
+    monkeypatch.setattr(worker, "run_stage", lambda *args: [])
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    threads = torch.get_num_threads()
+    try:
+        assert worker.StageWorker()(jobs, 0, 1) == []
+        assert torch.get_num_threads() == 3  # SLURM's share, as num_threads is 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cpu_jobs_ask_for_no_gpus_and_srun_gets_the_cpus():
+    from launch.slurm import job_parameters
+
+    cpu = job_parameters(parse_args(["--slurm_gpus_per_task=0", "--slurm_cpus_per_task=4"]))
+    assert "gpus_per_node" not in cpu and cpu["cpus_per_task"] == 4  # --gpus-per-node=0 is an invalid GRES request
+    assert "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}" in cpu["slurm_setup"]
+    assert job_parameters(parse_args(["--slurm_gpus_per_task=1"]))["gpus_per_node"] == 1
