@@ -33,7 +33,7 @@ from config import Config, ConfigError, help_text, parse_args, read_yaml, tuned_
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
 from progress import configure_progress, interrupted
-from report import DT_SHORTFALL_LIMIT, git_commit
+from report import DT_SHORTFALL_LIMIT, git_commit, json_safe
 from storage import write_bytes, write_json
 from unlearn import SEARCH_SPACES
 from unlearn.search_space import distribution, suggest
@@ -436,14 +436,19 @@ def enqueue_published(study: Any, cfg: Config) -> bool:
     """Queue the published setting as a trial unless the study has tried it already.
 
     Every study then scores the published point on the tune seeds, so its best trial is never
-    worse there than the published setting, and the summary shows how far tuning moved. A value
+    worse there than the published setting, and the summary shows how far tuning moved. A trial
+    of it whose process was killed (FAIL without an ``error``) scored nothing: it is queued again. A value
     outside the space (SSD's alpha 10, left out because it forgets nothing in class removal) is
     queued all the same: Optuna runs a queued value as given, and the sampler keeps drawing
     inside the space. In random removal forgetting almost nothing can be the closest to the
     retrained model, and a tuned row must not lose to the published one for want of trying it.
     """
+    import optuna
+
     published = published_params(cfg)
-    tried = [t.params or t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]  # queued
+    tried = [t.params or t.system_attrs.get("fixed_params")  # fixed_params: queued, not started
+             for t in study.get_trials(deepcopy=False)  # a FAIL without an error: its process was killed
+             if not (t.state == optuna.trial.TrialState.FAIL and "error" not in t.user_attrs)]
     if published in tried:
         return False
     study.enqueue_trial(published, user_attrs={"published": True})
@@ -451,9 +456,10 @@ def enqueue_published(study: Any, cfg: Config) -> bool:
 
 
 def trial_summary(t: Any) -> dict[str, Any]:
-    return {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-            "user_attrs": t.user_attrs,
-            "duration_s": t.duration.total_seconds() if t.duration is not None else None}
+    """A trial as the JSON summary stores it; NaN and inf (a diverged trial's metrics) as null."""
+    return json_safe({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                      "user_attrs": t.user_attrs,
+                      "duration_s": t.duration.total_seconds() if t.duration is not None else None})
 
 
 def _undated(text: str) -> list[str]:

@@ -295,6 +295,34 @@ def test_help_prints_usage_flags_and_keys() -> None:
     assert "--trials=N" in proc.stdout and "--tune_seeds=LIST" in proc.stdout and "--tuned_dir=" in proc.stdout
 
 
+def test_a_published_trial_whose_process_was_killed_is_queued_again() -> None:
+    """Killed (FAIL, no error): the setting was never scored, so the next run queues it again;
+    failed with an error (it diverged): scored, not queued again."""
+    cfg = parse_args(["--method=neggrad"])
+    study = optuna.create_study()
+    assert tune.enqueue_published(study, cfg) and not tune.enqueue_published(study, cfg)  # queued once
+    trial = study.ask()
+    assert tune.suggest(trial, tune.SEARCH_SPACES["neggrad"]) == tune.published_params(cfg)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as a kill leaves it (no error attribute)
+    assert tune.enqueue_published(study, cfg)
+    trial = study.ask()
+    trial.set_user_attr("error", "FloatingPointError: the method diverged")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert not tune.enqueue_published(study, cfg)
+
+
+def test_a_diverged_trial_s_nan_metrics_are_null_in_the_summary(tmp_path: Path) -> None:
+    """write_outputs writes strict JSON; a trial's NaN attributes must not stop it for good."""
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("remain_acc", float("nan"))
+    trial.set_user_attr("avg_gap_per_seed", [float("inf"), 1.0])
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    summary = tune.trial_summary(study.trials[0])
+    assert summary["user_attrs"] == {"remain_acc": None, "avg_gap_per_seed": [None, 1.0]}
+    json.dumps(summary, allow_nan=False)
+
+
 def test_published_setting_is_queued_once_even_outside_the_space(data_root: Path, shared: Path,
                                                                  tmp_path: Path) -> None:
     opts, cfg = tune.parse_tune_args(_argv(data_root, tmp_path / "out", tmp_path / "tuned", "neggrad"))
