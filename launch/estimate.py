@@ -28,6 +28,8 @@ class Estimate:
     cells_h: float = 0.0
     source: str = ""
     unknown: list[str] = field(default_factory=list)
+    longest_s: float = 0.0  # the longest single item: one task must run it whole (a requeue starts it again)
+    longest: str = ""
 
 
 def _size(cfg: dict[str, Any] | Config) -> tuple:
@@ -114,12 +116,14 @@ def estimate(models: list[ModelJob], cells: list[CellJob], out_dir: Path) -> Est
             missing[f"{job.kind} models of {job.cfg.dataset}"] += 1
         else:
             est.models_h += seconds / 3600
+            est.longest_s, est.longest = max((est.longest_s, est.longest), (seconds, job.path.name))
     for job in cells:
         seconds = m.cell_s(job)
         if seconds is None:
             missing[f"{job.header['dataset']}-{job.header['scenario']} {job.header['method']} cells"] += 1
         else:
             est.cells_h += seconds / 3600
+            est.longest_s, est.longest = max((est.longest_s, est.longest), (seconds, job.label))
     est.unknown = [f"{n} {what}" for what, n in missing.items()]
     sources = []
     if m.cells:

@@ -73,12 +73,28 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
         log(f"  stage {name}: {len(jobs)} items in {jobs_per_stage(len(jobs), options)} jobs, "
             f"~{_hours(hours)}")
     log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all ({est.source})")
+    warning = timeout_warning(est, options)
+    if warning:
+        log(f"  warning: {warning}")
     for line in est.unknown:
         log(f"  no measure for {line}: not counted")
     for m in to_train[:SHOWN]:
         log(f"  to train: {m.path.name} ({m.kind}, for {len(m.cells)} cells, e.g. {m.cells[0]})")
     if len(to_train) > SHOWN:
         log(f"  ... and {len(to_train) - SHOWN} more models to train")
+
+
+def timeout_warning(est: Estimate, options: LaunchOptions) -> str:
+    """'' unless a SLURM task cannot finish the longest item within its time limit.
+
+    A task that reaches ``slurm_timeout_min`` is requeued and skips what is stored, but an item it
+    was in the middle of starts again from its beginning: one longer than the limit never ends.
+    """
+    limit_min = options.slurm.slurm_timeout_min
+    if options.launcher != "submitit" or est.longest_s <= limit_min * 60:
+        return ""
+    return (f"the longest item ({est.longest}, ~{est.longest_s / 60:.0f} min) exceeds slurm_timeout_min "
+            f"({limit_min} min), and a requeued task starts it again from the beginning: raise slurm_timeout_min")
 
 
 def _hours(h: float) -> str:

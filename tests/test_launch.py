@@ -387,3 +387,26 @@ def test_cpu_jobs_ask_for_no_gpus_and_srun_gets_the_cpus():
     assert "gpus_per_node" not in cpu and cpu["cpus_per_task"] == 4  # --gpus-per-node=0 is an invalid GRES request
     assert "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}" in cpu["slurm_setup"]
     assert job_parameters(parse_args(["--slurm_gpus_per_task=1"]))["gpus_per_node"] == 1
+
+
+def test_dry_run_warns_when_one_item_outlasts_the_slurm_time_limit(tmp_path):
+    """A requeued task restarts the item it was in: an item longer than the limit would never finish."""
+    from launch.estimate import estimate
+    from launch.jobs import CellJob
+    from launch.options import LaunchOptions
+    from launch.run import timeout_warning
+
+    cfg = parse_args(["--method=scrub", "--relearn=false"])
+    stored = tmp_path / "cells" / "mnist-class" / "scrub-seed0.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({"dataset": "mnist", "scenario": "class", "method": "scrub", "seed": 0,
+                                  "row": {}, "meta": {"cell_s": 5400.0, "device": "cpu"}, "config": cfg.to_dict()}))
+    header = {"dataset": "mnist", "scenario": "class", "method": "scrub", "seed": 1}
+    est = estimate([], [CellJob(header, cfg, tmp_path / "cells" / "mnist-class" / "scrub-seed1.json")], tmp_path)
+    assert (est.longest_s, est.longest) == (5400.0, "mnist-class scrub seed 1")
+    slurm = LaunchOptions(launcher="submitit", slurm=parse_args(["--slurm_timeout_min=60"]))
+    assert timeout_warning(est, slurm) == ("the longest item (mnist-class scrub seed 1, ~90 min) exceeds "
+                                           "slurm_timeout_min (60 min), and a requeued task starts it again "
+                                           "from the beginning: raise slurm_timeout_min")
+    assert timeout_warning(est, LaunchOptions(launcher="submitit", slurm=parse_args(["--slurm_timeout_min=120"]))) == ""
+    assert timeout_warning(est, LaunchOptions(launcher="local", slurm=slurm.slurm)) == ""  # no time limit there
