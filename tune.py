@@ -49,7 +49,8 @@ FLAGS = [
     ("--tune_seeds=LIST", "split seeds of the objective, disjoint from --seeds (default 100,101)"),
     ("--prune=BOOL", "stop a trial after a tune seed when it is worse than the median of the others there "
                      "(default true)"),
-    ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the trials already in the study)"),
+    ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the number of the first trial this process "
+                         "draws, so a resumed run or a second process draws other points)"),
     ("--from_summary=PATH", "start an empty study from the trials of a committed summary (results/tuning/*.json; "
                             "the databases stay out of git), then continue it"),
     ("-h, --help", "this text"),
@@ -197,7 +198,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
                 else t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs["pid"])))
         if dead:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    study.sampler = failure_aware_tpe(seed=opts.sampler_seed + len(study.trials))
+    study.sampler = failure_aware_tpe(seed=opts.sampler_seed, offset_by_first_trial=True)
     return study
 
 
@@ -265,8 +266,14 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
     study.set_user_attr("restored_from", source)
 
 
-def failure_aware_tpe(seed: int) -> Any:
+def failure_aware_tpe(seed: int, offset_by_first_trial: bool = False) -> Any:
     """Optuna's TPE sampler, told about the trials that failed because of their parameters.
+
+    ``offset_by_first_trial``: the seed is ``seed`` plus the number of the first trial this
+    sampler draws for, set when that trial starts. Alone on a study that is the number of
+    trials it held (a resumed run does not replay the first run's random start); two processes
+    that open one study at the same moment get different first trials, so they do not draw
+    the same random startup points (both would have counted the same trials).
 
     TPE models complete and pruned trials only and forgets a FAIL, so where part of a space
     diverges it keeps drawing there (RL's Fashion-MNIST class study: 18 of 30 trials at learning
@@ -308,6 +315,15 @@ def failure_aware_tpe(seed: int) -> Any:
             return shown
 
     class Sampler(optuna.samplers.TPESampler):
+        first_trial_offset = offset_by_first_trial
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if self.first_trial_offset:  # TPE's own draws and its random start's, seeded as TPESampler(seed=...)
+                self.first_trial_offset = False
+                self._rng.rng.seed(seed + trial.number)
+                self._random_sampler._rng.rng.seed(seed + trial.number)
+            super().before_trial(study, trial)
+
         def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
             return super().sample_relative(FailuresAsWorst(study), trial, search_space)
 

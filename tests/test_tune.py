@@ -457,3 +457,31 @@ def _compare_samplers() -> None:
         study.optimize(_diverging_above(0.03, with_error=False), n_trials=20)
         draws.append([t.params for t in study.trials])
     assert draws[0] == draws[1]
+
+
+def test_two_processes_opening_a_study_together_draw_different_startup_points() -> None:
+    """The sampler's seed is offset by its first trial's number: alone on a study, the trials it
+    held (as TPESampler(seed=S + N)); two processes that counted the same trials still differ."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="s", storage=storage)
+    for _ in range(3):  # a study resumed with three trials
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)})
+        study.tell(trial, 1.0)
+
+    def first_draw(sampler: optuna.samplers.BaseSampler, study_view: optuna.Study) -> float:
+        study_view.sampler = sampler
+        trial = study_view.ask()
+        return trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+
+    alone = first_draw(tune.failure_aware_tpe(7, offset_by_first_trial=True), optuna.load_study(study_name="s",
+                                                                                            storage=storage))
+    as_before = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for t in study.trials[:3]:
+        as_before.add_trial(t)
+    assert alone == first_draw(tune.failure_aware_tpe(7 + 3), as_before)  # trial 3: seed 7 + 3
+
+    # two processes, both opened with four trials in the study: first trials 4 and 5
+    a = tune.failure_aware_tpe(7, offset_by_first_trial=True)
+    b = tune.failure_aware_tpe(7, offset_by_first_trial=True)
+    views = [optuna.load_study(study_name="s", storage=storage) for _ in range(2)]
+    assert first_draw(a, views[0]) != first_draw(b, views[1])
