@@ -26,18 +26,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from concepts import ConceptError
 from config import Config, ConfigError, help_text, parse_args, wants_help
-from data import DataError, build_counterfactuals, load_dataset
+from data import build_counterfactuals, load_dataset
 from data.augment import MEAN, STD
 from data.datasets import torchvision_dataset
 from eval.evaluate import accuracies, all_logits, mia_score
-from main import resolve_device, split_for_seed, sync
-from models import DownloadError, build_model
+from main import one_line_errors, resolve_device, split_for_seed, sync
+from models import build_model
 from models.original import original_model
 from models.runtime import Runtime, configure_determinism
 from models.train import train_classifier
-from progress import configure_progress, interrupted
+from progress import configure_progress
 from storage import write_json
 from unlearn import UnlearnTask, get_method
 
@@ -154,16 +153,8 @@ def main(argv: list[str]) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     time_release_epoch = release_epoch == "true" or (release_epoch == "auto" and not cfg.dataset.startswith("cifar"))
-    try:
-        return bench(cfg, out_path, time_release_epoch)
-    except DataError as exc:
-        print(f"data error: {exc}", file=sys.stderr)
-        return 1
-    except (ConceptError, DownloadError) as exc:  # as main.py: a missing optional package or weights
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as exc:
-        return interrupted(exc, f"no timings written ({out_path} is written once every phase is timed)")
+    return one_line_errors(lambda: bench(cfg, out_path, time_release_epoch),
+                           f"no timings written ({out_path} is written once every phase is timed)")
 
 
 def bench(cfg: Config, out_path: str, time_release_epoch: bool) -> int:

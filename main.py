@@ -14,6 +14,7 @@ import io
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,21 +174,31 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     return results_document(cfg, rows, meta)
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(argv)
-    configure_progress()
+def one_line_errors(work: Callable[[], int], kept: str) -> int:
+    """``work()``'s exit status, or 1 with one line for missing data, a missing optional package or
+    weights, or 130 with one line for a Ctrl-C (the work's own account of what it kept, else ``kept``)."""
     try:
-        run(cfg)
+        return work()
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
-    except (ConceptError, DownloadError) as exc:  # missing optional package or weights: one line, exit 1
+    except (ConceptError, DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        return interrupted(exc, "before the first seed; cached models are only ever written whole")
-    print(cfg.run_dir / "results.json")
-    return 0
+        return interrupted(exc, kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(argv)
+    configure_progress()
+
+    def work() -> int:
+        run(cfg)
+        print(cfg.run_dir / "results.json")
+        return 0
+
+    return one_line_errors(work, "before the first seed; cached models are only ever written whole")
 
 
 if __name__ == "__main__":
