@@ -22,9 +22,10 @@ in this process (default), by ``--workers=N`` processes (one GPU each), or as SL
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,12 @@ class Plan:
     out_dir: Path
     table_only: bool
     variant: str = ""
+    absolute_paths: bool = False  # out_dir and data_root made absolute (SLURM jobs may start elsewhere)
+
+    def with_absolute_paths(self) -> Plan:
+        """This plan for jobs that may start in another folder than this command (SLURM's ``--chdir``,
+        a login node's local folder): a relative ``out_dir`` or ``data_root`` would name another place."""
+        return replace(self, out_dir=Path(os.path.abspath(self.out_dir)), absolute_paths=True)
 
     def axis(self, key: str) -> list:
         value = self.grid[key]
@@ -178,7 +185,10 @@ def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
         argv.append("--relearn=true")  # the paper's figure is part of reproducing it
     if method == "retrain":
         argv.append("--tuned=false")  # nothing to tune: the published retrain cells serve both
-    return parse_args(argv)
+    cfg = parse_args(argv)
+    if plan.absolute_paths:
+        cfg = replace(cfg, data_root=os.path.abspath(cfg.data_root))
+    return cfg
 
 
 def read_cell(path: Path) -> dict[str, Any] | None:
@@ -256,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, argv = parse_options(argv)
         plan = parse_plan(argv)
+        if options.launcher == "submitit":
+            plan = plan.with_absolute_paths()
         if not plan.table_only:
             for d in plan.axis("datasets"):  # a bad override stops here, before any cell runs
                 for s in plan.axis("scenarios"):

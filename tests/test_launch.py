@@ -287,6 +287,25 @@ def test_bad_launch_flags_are_one_line_exit_2_and_write_nothing(bad, tmp_path, c
     assert not out.exists()
 
 
+def test_submitit_jobs_get_absolute_folders_the_local_launcher_keeps_them(data_root, tmp_path, monkeypatch):
+    """SLURM jobs may start in another folder than the submitting command: relative folders go absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds").symlink_to(data_root)
+    seen: dict[str, list] = {}
+
+    def fake_run(jobs, options, out_dir, log=print):
+        seen[options.launcher] = [(out_dir, job.path, job.cfg.out_dir, job.cfg.data_root) for job in jobs]
+        return reproduce.launch.Outcome(finished=False)
+
+    monkeypatch.setattr(reproduce.launch, "run", fake_run)
+    args = [*GRID, "--methods=camu", "--seeds=0", "--data_root=ds", "--out_dir=sweep"]
+    assert _run([*args, *SUBMITIT])[0] == 0
+    assert _run(args)[0] == 0
+    assert seen["submitit"] == [(tmp_path / "sweep", tmp_path / "sweep" / "cells" / "mnist-class" / "camu-seed0.json",
+                                 str(tmp_path / "sweep"), str(tmp_path / "ds"))]
+    assert seen["local"] == [(Path("sweep"), Path("sweep/cells/mnist-class/camu-seed0.json"), "sweep", "ds")]
+
+
 def test_submitit_without_slurm_says_so_and_fails(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no srun, no sbatch
     out = tmp_path / "sweep"
