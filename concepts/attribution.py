@@ -77,14 +77,30 @@ def bilinear_backward_allowed(device: torch.device | str) -> Iterator[None]:
 
 def pixel_attributions(score: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, steps: int = 16,
                        batch_size: int = 64) -> torch.Tensor:
-    """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W."""
+    """IG of a per-image scalar ``score(images) -> N`` w.r.t. the pixels, black baseline; N x C x H x W.
+
+    Each chunk of ``batch_size`` images runs its ``steps`` interpolations as one batch. A chunk
+    that runs out of GPU memory (a bank that resizes to CLIP's 224 px: the batch holds
+    ``batch_size * steps`` such images) is tried again with half as many images, down to one;
+    an image's attribution does not depend on its chunk, apart from the kernels' rounding.
+    """
     ig = _integrated_gradients(score)
     parts = []
+    start = 0
     with bilinear_backward_allowed(images.device):
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].float()
-            parts.append(ig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps,
-                                      internal_batch_size=len(x) * steps).detach())
+        while start < len(images):
+            x = images[start:start + batch_size].float()
+            try:
+                parts.append(ig.attribute(x, baselines=torch.zeros_like(x), n_steps=steps,
+                                          internal_batch_size=len(x) * steps).detach())
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size //= 2
+                if images.is_cuda:
+                    torch.cuda.empty_cache()
+                continue
+            start += len(x)
     return torch.cat(parts)
 
 

@@ -12,7 +12,13 @@ import pytest
 import torch
 
 import main
-from concepts.attribution import bilinear_backward_allowed, concept_attributions, peak_centres, rank_concepts
+from concepts.attribution import (
+    bilinear_backward_allowed,
+    concept_attributions,
+    peak_centres,
+    pixel_attributions,
+    rank_concepts,
+)
 from concepts.donor import choose_donor
 from concepts.pixel_concepts import CONCEPTS, concept_scores
 from concepts.poison import default_patch, poison_images, poison_labels
@@ -133,6 +139,29 @@ def test_ranking_by_weight_and_by_ig(setup):
     margins = torch.rand(30, len(CONCEPTS)) + 1
     by_ig = rank_concepts(head, 0, "ig", margins, steps=4)
     assert by_ig[0] == int((head.weight[0] * margins.mean(0)).argmax())
+
+
+def test_pixel_ig_is_exact_on_a_linear_score_and_halves_its_chunks_when_out_of_memory():
+    weight = torch.randn(1, 6, 6)
+    images = torch.rand(10, 1, 6, 6)
+    batches = []
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        batches.append(len(x))
+        if len(x) > 3 * 4:  # more than 3 images of 4 steps: "out of memory"
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return (x * weight).flatten(1).sum(1)
+
+    attr = pixel_attributions(score, images, steps=4, batch_size=8)
+    assert attr.shape == images.shape
+    assert torch.allclose(attr, weight * images, atol=1e-5)  # IG of a linear score: weight x (input - 0)
+    assert batches == [32, 16] + [8] * 5  # 8 images (x 4 steps) -> 4 -> 2, then on at 2 per chunk
+
+    def never_fits(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):  # not even one image: the error stands
+        pixel_attributions(never_fits, images)
 
 
 def test_peak_centre_finds_the_hot_window():
