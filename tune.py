@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
+from concepts import ConceptError
 from config import Config, ConfigError, help_text, parse_args, read_yaml, tuned_path, validate, wants_help
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
+from models.resnet import DownloadError
 from progress import configure_progress, interrupted
 from report import DT_SHORTFALL_LIMIT, git_commit, json_safe
 from storage import write_bytes, write_json
@@ -236,6 +238,13 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
     other settings is refused. The summary's trials must have run on the same original and
     retrained models for the continued study to mean anything: same config, and the same kind
     of CPU kernels (docs/reproduce.md).
+
+    Every trial gets the declared distributions, as the live study recorded them, a published
+    value outside the space (SSD's alpha 10) included: Optuna's TPE samples the keys jointly
+    over the intersection of the trials' distributions, and one widened distribution took that
+    key out of it (measured: the next draw differed from the live study's). ``create_trial``
+    refuses such a value, so the trial is checked with a distribution that holds it and stored
+    with the declared one (the storage call ``Study.add_trial`` makes after its check).
     """
     import optuna
 
@@ -250,7 +259,7 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
             continue  # a trial that was running when the summary was written
         params, attrs = t["params"], dict(t["user_attrs"])
         per_seed = attrs.get("avg_gap_per_seed") or []
-        frozen = optuna.trial.create_trial(
+        frozen = optuna.trial.create_trial(  # checked with distributions that hold the values
             state=state, value=None if state == optuna.trial.TrialState.FAIL else t["value"], params=params,
             distributions={k: distribution(space[k], params[k]) for k in params},
             user_attrs={**attrs, "restored_from": source},
@@ -262,7 +271,8 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
             frozen.system_attrs["constraints:test_acc_below_retrain"] = drop
         if t.get("duration_s") is not None:
             frozen.datetime_start = frozen.datetime_complete - datetime.timedelta(seconds=float(t["duration_s"]))
-        study.add_trial(frozen)
+        frozen.distributions = {k: distribution(space[k]) for k in params}  # as the live study recorded them
+        study._storage.create_new_trial(study._study_id, template_trial=frozen)
     study.set_user_attr("restored_from", source)
 
 
@@ -407,8 +417,8 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
                         trial.set_user_attr("avg_gap_per_seed", per_seed)
                         log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
                         raise optuna.TrialPruned()
-        except (DataError, KeyboardInterrupt, optuna.TrialPruned):
-            raise
+        except (DataError, ConceptError, DownloadError, KeyboardInterrupt, optuna.TrialPruned):
+            raise  # missing data, packages or weights fail every trial alike: not the parameters' doing
         except Exception as exc:  # the method (or a setting it refuses) broke: this trial failed, the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             trial.set_user_attr("error", reason)
@@ -610,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
+        return 1
+    except (ConceptError, DownloadError) as exc:  # its trial is stored FAIL without an error: not held against
+        print(f"error: {exc}", file=sys.stderr)   # its parameters, and queued again if it was the published one
         return 1
     except KeyboardInterrupt as exc:  # Optuna has stored the running trial as failed (no error: the sampler skips it)
         where = study_path(cfg) if cfg is not None else "the study"

@@ -21,12 +21,14 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
+from concepts import ConceptError
 from config import Config
 from data import DataError, Dataset, load_dataset
 from launch.jobs import CellJob, ModelJob, file_state
 from main import resolve_device, run_seed, split_for_seed
 from models.cache import cache_lock
 from models.original import original_key, original_model
+from models.resnet import DownloadError
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import configure_progress
 from report import git_commit, json_safe
@@ -142,6 +144,9 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
                 compute_cell(job, res)
         except DataError:
             raise
+        except (ConceptError, DownloadError) as exc:  # a missing package, file or weights: its message says it all
+            print(f"{job.label}: {exc}", file=sys.stderr)
+            failures.append(f"{job.label}: {exc}")
         except Exception as exc:  # one bad item must not stop the others; the run reports it
             traceback.print_exc(file=sys.stderr)
             failures.append(f"{job.label}: {type(exc).__name__}: {exc}")

@@ -380,6 +380,19 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
     assert signalled == [(1000, signal.SIGINT), (1001, signal.SIGINT)]
 
 
+def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(data_root, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    status = reproduce.main([*GRID, "--methods=concept_poison,finetune", "--seeds=0", "--concept_bank=clip",
+                             f"--concept_words={tmp_path / 'missing.txt'}", f"--data_root={data_root}",
+                             f"--out_dir={out}"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    missing = tmp_path / "missing.txt"
+    assert f"failed: mnist-class concept_poison seed 0: concept_words file {missing} cannot be read" in err
+    assert sorted(_cells(out)) == ["finetune-seed0.json"]
+
+
 def test_a_stage_task_with_failed_items_fails_so_afterok_holds_the_cells_back(monkeypatch):
     """The cells array starts after the models array only if every models task succeeded (afterok):
     a task whose items failed must end FAILED, not exit 0 with its failures as a return value."""

@@ -24,6 +24,7 @@ import tune
 from config import Config, parse_args
 from report import group_cells
 from reproduce import Cell, Plan, cell_config, needs_run
+from unlearn.search_space import suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,33 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
                             "--neggrad_epochs=1")).neggrad_epochs == 1  # overrides still win
     doc = main_mod.run(cfg, log=lambda *_: None)
     assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
+
+
+def test_a_restored_study_draws_as_the_live_one_with_a_published_value_outside_the_space() -> None:
+    """SSD's published alpha 10 lies outside its space: restored, it keeps the declared distribution
+    (TPE samples the keys jointly over the distributions all trials share) and the next draw is the live one's."""
+    space = tune.SEARCH_SPACES["ssd"]
+    live = optuna.create_study(sampler=tune.failure_aware_tpe(0))
+    live.enqueue_trial({"ssd_alpha": 10.0, "ssd_lambda": 1.0}, user_attrs={"published": True})
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        p = suggest(trial, space)
+        gap = abs(math.log(p["ssd_alpha"] / 0.3)) + p["ssd_lambda"]
+        trial.set_user_attr("avg_gap_per_seed", [gap])
+        return gap
+
+    live.optimize(objective, n_trials=14)
+    summary = {"trials": [tune.trial_summary(t) for t in live.trials], "git_commit": "0" * 40}
+    restored = optuna.create_study(sampler=tune.failure_aware_tpe(0))
+    tune.restore_trials(restored, parse_args(["--method=ssd"]),
+                        tune.TuneOptions(tune_seeds=(100,), from_summary="summary.json"), summary)
+    assert restored.trials[0].params == {"ssd_alpha": 10.0, "ssd_lambda": 1.0}
+    assert [t.distributions for t in restored.trials] == [t.distributions for t in live.trials]
+    draws = []
+    for study in (live, restored):
+        study.sampler = tune.failure_aware_tpe(7)
+        draws.append(suggest(study.ask(), space))
+    assert draws[0] == draws[1]
 
 
 def test_a_study_restored_from_its_summary_continues_it(data_root: Path, shared: Path, tmp_path: Path,
@@ -242,6 +270,21 @@ def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Pa
     assert "diverged" in first.user_attrs["error"]
     assert second.state.name == "COMPLETE"
     assert yaml.safe_load((tmp_path / "tuned" / "mnist_class" / "finetune.yaml").read_text()) == second.params
+
+
+def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, shared: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Missing words, packages or weights fail every trial alike: the study stops at once instead of
+    recording each trial as the parameters' failure (the sampler would steer away from them)."""
+    argv = _argv(data_root, shared, tmp_path / "tuned", "concept_poison", "--trials=3", "--tune_seeds=100",
+                 "--concept_bank=clip", f"--concept_words={tmp_path / 'missing.txt'}")
+    assert tune.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    trials = _trials(shared, "mnist-class-concept_poison")
+    assert [t.state.name for t in trials] == ["FAIL"] and "error" not in trials[0].user_attrs
+    assert trials[0].user_attrs["published"]  # queued again by the next run
+    assert not (tmp_path / "tuned").exists()
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
