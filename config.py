@@ -118,8 +118,9 @@ class Config:
     mia_train_size: int = opt(4000, "members (from D_s) and non-members (first test rows) the attacker is trained on")
     mia_fit_fraction: float = opt(0.99, "share of those rows the attacker is fit on")
     eval_train_augment: bool = opt(
-        True, "CIFAR only: D_r, D_f and the MIA features under the training augmentation, "
-        "as the release's training loaders (docs/fidelity.md)")
+        True, "CIFAR only: D_r, D_f and the XGBoost MIA's features under the training augmentation, "
+        "as the release's training loaders; the mia_attacks suite sees them unaugmented, as SalUn's "
+        "release (docs/fidelity.md)")
     # --- relearning experiment (the paper's figure): one epoch of fine-tuning on D_r after unlearning
     relearn: bool = opt(
         False, "also fine-tune a copy of each unlearned model on D_r for one epoch "

@@ -18,6 +18,11 @@ from models.runtime import Runtime
 METRICS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia")
 
 
+def train_augmented(cfg: Config, data: Dataset) -> bool:
+    """Whether the training set is evaluated through the training augmentation (CIFAR, ``eval_train_augment``)."""
+    return cfg.eval_train_augment and data.name.startswith("cifar")
+
+
 def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits on the whole training set and the whole test set.
 
@@ -26,10 +31,10 @@ def all_logits(model: nn.Module, data: Dataset, cfg: Config, seed: int) -> tuple
     training augmentation when ``eval_train_augment`` is on, as the release's loaders do.
     """
     device = data.train.labels.device
-    augment = cfg.eval_train_augment and data.name.startswith("cifar")
     runtime = Runtime.from_config(cfg, device)
-    train_logits = predict(model, data, data.train.images, cfg.eval_batch_size, train_transform=augment,
-                           gen=generator(seed, "eval/augment"), runtime=runtime)
+    train_logits = predict(model, data, data.train.images, cfg.eval_batch_size,
+                           train_transform=train_augmented(cfg, data), gen=generator(seed, "eval/augment"),
+                           runtime=runtime)
     test_logits = predict(model, data, data.test.images, cfg.eval_batch_size, runtime=runtime)
     return train_logits, test_logits
 
@@ -65,9 +70,20 @@ def mia_score(train_logits: torch.Tensor, test_logits: torch.Tensor, split: Spli
 
 def evaluate(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: int) -> dict[str, float]:
     """Accuracies in percent on D_r, D_f, D_t, D_t,r, D_t,f, the faithful MIA score, and
-    ``mia_<name>`` for every attack of ``cfg.mia_attacks`` (eval/mia_suite.py)."""
+    ``mia_<name>`` for every attack of ``cfg.mia_attacks`` (eval/mia_suite.py).
+
+    The suite's attacks see the training set without augmentation, as SalUn's release evaluates
+    MIA-efficacy (``Classification/main_forget.py`` in OPTML-Group/Unlearn-Saliency converts the
+    retain, forget and test sets to the test transform before ``SVC_MIA``); the accuracies and the
+    faithful MIA keep CaMU's release's augmented training-set pass (``eval_train_augment``). On
+    CIFAR with augmentation that is one more pass over the training set.
+    """
     train_logits, test_logits = all_logits(model, data, cfg, seed)
-    suite = mia_suite(cfg.mia_attacks, model, data, split, cfg, seed, train_logits, test_logits)
+    suite_train = train_logits
+    if cfg.mia_attacks and train_augmented(cfg, data):
+        suite_train = predict(model, data, data.train.images, cfg.eval_batch_size,
+                              runtime=Runtime.from_config(cfg, train_logits.device))
+    suite = mia_suite(cfg.mia_attacks, model, data, split, cfg, seed, suite_train, test_logits)
     return {**accuracies(train_logits, test_logits, data, split, cfg.forget_class),
             "mia": mia_score(train_logits, test_logits, split, cfg, seed),
             **{f"mia_{name}": score for name, score in suite.items()}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import pickle
@@ -142,6 +143,44 @@ def test_train_transform_of_constant_image_is_constant(tmp_path, no_md5):
     out = data.inputs(flat, train=True, gen=torch.Generator().manual_seed(0))
     expected = (77 / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
     torch.testing.assert_close(out, expected.view(1, 3, 1, 1).expand_as(out), rtol=1e-4, atol=1e-4)
+
+
+class _Probe(torch.nn.Module):
+    """Logits from pooled pixels: they change with the augmentation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = x.float().mean(dim=(2, 3))
+        return self.linear(features), features
+
+
+def test_the_suite_attacks_see_the_training_set_unaugmented(tmp_path, no_md5, monkeypatch):
+    """SalUn's release converts D_r, D_f and the test set to the test transform before MIA-efficacy;
+    the accuracies and the release's XGBoost MIA keep CaMU's augmented training-set pass."""
+    from data.splits import make_split
+    from eval.predict import predict
+
+    ev = importlib.import_module("eval.evaluate")  # the package's ``evaluate`` is the function
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    torch.manual_seed(0)
+    model = _Probe()
+    cfg = Config(dataset="cifar10", eval_train_augment=True, mia_attacks=["efficacy"], mia_train_size=8)
+    split = make_split(data.train.labels, "class", 0, 0.1, 1, torch.Generator().manual_seed(0))
+    seen = {}
+    monkeypatch.setattr(ev, "mia_suite", lambda names, m, d, s, c, seed, train, test: seen.update(suite=train) or {})
+    monkeypatch.setattr(ev, "mia_score", lambda train, test, s, c, seed: seen.update(mia=train) or 0.5)
+    ev.evaluate(model, data, split, cfg, seed=3)
+    augmented, _ = ev.all_logits(model, data, cfg, 3)
+    plain = predict(model, data, data.train.images)
+    assert not torch.allclose(augmented, plain)
+    assert torch.equal(seen["mia"], augmented) and torch.allclose(seen["suite"], plain)
+    seen.clear()
+    ev.evaluate(model, data, split, Config(dataset="cifar10", eval_train_augment=False, mia_attacks=["efficacy"]), 3)
+    assert torch.equal(seen["suite"], seen["mia"])  # one pass when nothing is augmented
 
 
 def test_random_resized_crop_boxes():
