@@ -538,6 +538,35 @@ def validate(cfg: Config) -> Config:
     return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
 
 
+# Keys that say where or how fast results are computed, or that the sweep handles itself (``tuned``:
+# the tuned file's hash; ``relearn``: a cell without a series is computed again), not what they hold.
+WHERE_KEYS = ("seeds", "run_name", "out_dir", "data_root", "download", "verify_data", "device", "num_threads",
+              "channels_last", "fused_adam", "compile", "bf16", "deterministic", "eval_batch_size", "tuned",
+              "tuned_dir", "tuned_file", "tuned_sha256", "relearn", "compare_retrain", "lock_timeout_min",
+              "slurm_partition", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_timeout_min",
+              "slurm_array_parallelism", "slurm_additional", "submitit_cluster")
+CAMU_KEYS = ("unlearn_epochs", "rep_lr", "out_lr")  # CaMU's own keys without the camu_ prefix
+
+
+def key_owner(key: str) -> str | None:
+    """The method whose unlearning alone reads ``key`` (its prefix; CaMU's keys; the concept method's
+    ``concept_*``), or None for a key every method of a scenario shares (data, split, original, evaluation)."""
+    if key in CAMU_KEYS or key.startswith("camu_"):
+        return "camu"
+    if key.startswith("concept_"):
+        return "concept_poison"
+    if "method" not in _CHOICES:
+        raise RuntimeError("key_owner reads the method names: import unlearn first")
+    owners = [m for m in _CHOICES["method"] if key.startswith(f"{m}_")]
+    return max(owners, key=len) if owners else None  # neggrad_plus_lr: neggrad_plus, not neggrad
+
+
+def scenario_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a stored or current config (``Config.to_dict``) that every method's cells of one
+    scenario must share for their rows to be compared: not a method's own, not a where-key."""
+    return {k: v for k, v in values.items() if k not in WHERE_KEYS and k != "method" and key_owner(k) is None}
+
+
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     """A preset or tuned file's keys; a file that is missing, a folder, unreadable or not a YAML mapping
     is a ConfigError naming it."""

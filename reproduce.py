@@ -30,14 +30,25 @@ from pathlib import Path
 from typing import Any
 
 import launch
-from config import NUM_CLASSES, SCENARIOS, Config, ConfigError, _coerce, help_text, parse_args, wants_help
+from config import (
+    NUM_CLASSES,
+    SCENARIOS,
+    Config,
+    ConfigError,
+    _coerce,
+    help_text,
+    key_owner,
+    parse_args,
+    scenario_settings,
+    wants_help,
+)
 from data import DataError
 from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
 from launch.jobs import file_state
 from progress import configure_progress, interrupted
 from report import load_studies, write_tables
-from unlearn import METHODS
+from unlearn import METHODS, SEARCH_SPACES
 
 HERE = Path(__file__).resolve().parent
 PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling_sgd", "neggrad")
@@ -209,6 +220,51 @@ def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
     return cfg.tuned and (stored.get("config") or {}).get("tuned_sha256") != cfg.tuned_sha256
 
 
+def _changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key stored -> current`` for each key both hold with other values (a key added since is not compared)."""
+    return [f"{k} {stored[k]!r} -> {current[k]!r}" for k in sorted(stored) if k in current and stored[k] != current[k]]
+
+
+def check_stored_settings(plan: Plan) -> None:
+    """ConfigError unless the grid's cells can sit beside the cells stored in ``out_dir``.
+
+    A stored cell is skipped, not computed again, and the tables put every cell of a scenario in
+    one table with gaps to its retrain cell: so the cells of one (dataset, scenario) folder must
+    share the keys that define the data, the split, the original model and the evaluation
+    (``config.scenario_settings``), and a stored cell the keys of its own method. Otherwise a run
+    with e.g. ``--train_limit=3000`` into a folder of full runs reported the full runs.
+    """
+    for d in plan.axis("datasets"):
+        for s in plan.axis("scenarios"):
+            folder = plan.out_dir / "cells" / f"{d}-{s}"
+            stored = {p: c["config"] for p in sorted(folder.glob("*.json"))
+                      if (c := read_cell(p)) is not None and isinstance(c.get("config"), dict)}
+            if not stored:
+                continue
+            kinds: dict[str, tuple[Path, dict[str, Any]]] = {}  # one stored cell per distinct scenario setting
+            for path, config in stored.items():
+                kinds.setdefault(json.dumps(scenario_settings(config), sort_keys=True, default=str), (path, config))
+            for m in plan.axis("methods"):
+                cfg = cell_config(plan, d, s, m)
+                current = cfg.to_dict()
+                for path, config in kinds.values():
+                    changed = _changes(scenario_settings(config), scenario_settings(current))
+                    if changed:
+                        raise ConfigError(f"{path} was computed with other settings ({', '.join(changed[:4])}): "
+                                          "use another out_dir for them")
+                for cell in (c for c in plan.cells() if (c.dataset, c.scenario, c.method) == (d, s, m)):
+                    config = stored.get(cell.path(plan.out_dir))
+                    if config is None:
+                        continue
+                    tuned_keys = SEARCH_SPACES.get(m, {}) if cfg.tuned else {}  # the tuned file's hash decides
+                    own = {k for k in current if key_owner(k) == m and k not in tuned_keys}
+                    changed = _changes({k: v for k, v in config.items() if k in own}, current)
+                    if changed:
+                        raise ConfigError(f"{cell.path(plan.out_dir)} was computed with other settings of {m} "
+                                          f"({', '.join(changed[:4])}): use another out_dir, or --variant=NAME to "
+                                          "store them beside it")
+
+
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:
     """Every readable cell under ``out_dir``, restricted to the axes ``plan`` names."""
     cells = [c for p in sorted((out_dir / "cells").glob("*/*.json")) if (c := read_cell(p)) is not None]
@@ -273,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s in plan.axis("scenarios"):
                     for m in plan.axis("methods"):
                         cell_config(plan, d, s, m)
+            check_stored_settings(plan)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,30 @@ def test_killed_sweep_resumes_without_computing_a_cell_twice(data_root, tmp_path
     assert (out / "tables" / "relearn-mnist-class.csv").exists()
 
 
+def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, capsys):
+    """A stored cell is skipped and tabled with its scenario's retrain cell: a run whose settings differ
+    from the folder's (a smaller slice, another split, another method setting) stops before any work."""
+    out = tmp_path / "sweep"
+    base = [*TINY, f"--out_dir={out}"]
+    plan = reproduce.parse_plan(base)
+    for cell in plan.cells():  # as a sweep with these settings stores them
+        cfg = reproduce.cell_config(plan, cell.dataset, cell.scenario, cell.method)
+        cell.path(out).parent.mkdir(parents=True, exist_ok=True)
+        cell.path(out).write_text(json.dumps({**cell.header(), "row": {"remain_acc": 99.0}, "config": cfg.to_dict()}))
+    for same in ([], ["--num_threads=1", "--compare_retrain=false", "--relearn=false", "--seeds=0"],
+                 ["--methods=finetune", "--variant=fast", "--finetune_lr=0.5"], ["--methods=retrain"]):
+        reproduce.check_stored_settings(reproduce.parse_plan([*base, *same]))
+    for other, says in ((["--train_limit=1000"], "train_limit 2000 -> 1000"),
+                        (["--finetune_lr=0.5"], "other settings of finetune (finetune_lr 0.01 -> 0.5)"),
+                        (["--methods=camu", "--variant=c3", "--forget_class=3"], "forget_class 0 -> 3")):
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        capsys.readouterr()
+        assert reproduce.main([*base, *other]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("config error: ") and says in err and "\n" not in err, err
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def _fake_cell(dataset: str, scenario: str, method: str, seed: int, remain: float, mia: float) -> dict:
     row = {"seed": seed, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "test_remain_acc": 99.0,
            "test_forget_acc": 0.0, "mia": mia, "unlearn_time_s": 2.0 + seed,
