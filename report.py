@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from config import Config
+from config import Config, scenario_settings
 
 RESULT_KEYS = ("remain_acc", "forget_acc", "test_acc", "test_remain_acc", "test_forget_acc", "mia",
                "unlearn_time_s")
@@ -41,16 +41,17 @@ def scalar_keys(rows: list[dict[str, Any]]) -> tuple[str, ...]:
 def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """Mean and population standard deviation (numpy's ``std``, ddof=0) of each key over seeds.
 
-    A key that is NaN or absent for every seed (an empty test class on a tiny slice; a method-specific
-    key on another method's row) gives null.
+    A key that is NaN, null or absent for any seed gives null: an empty test class on a tiny slice,
+    a method-specific key on another method's row, or a seed whose model diverged (its attack
+    scores are NaN while its accuracies are not), which a mean over the other seeds would hide.
     """
     keys = scalar_keys(rows) if keys is None else keys
     mean, std = {}, {}
     for key in keys:
         values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
-        finite = values[~np.isnan(values)]
-        mean[key] = json_safe(finite.mean()) if len(finite) else None
-        std[key] = json_safe(finite.std()) if len(finite) else None
+        whole = len(values) > 0 and bool(np.isfinite(values).all())
+        mean[key] = json_safe(values.mean()) if whole else None
+        std[key] = json_safe(values.std()) if whole else None
     return mean, std
 
 
@@ -184,21 +185,33 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
     return "\n".join(lines) + "\n" if len(lines) > 2 else None
 
 
+def same_scenario_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two stored cells share the data, split, original and evaluation keys they both record
+    (``config.scenario_settings``); a cell without its config (older files) is taken to."""
+    import unlearn  # noqa: F401  (registers the method names that tell a method's own keys apart)
+
+    x, y = scenario_settings(a.get("config") or {}), scenario_settings(b.get("config") or {})
+    return all(x[k] == y[k] for k in x.keys() & y.keys())
+
+
 def fill_gaps(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cells run with ``compare_retrain=false`` get their gaps from the stored retrain cell of the same split.
 
     The retrain cell's row is the retrained model evaluated on that split with that seed,
     which is what ``compare_to_retrain`` would compute again; such rows say so in
-    ``gap_source``. Cells that carry their own gaps, and cells with no retrain cell, stay as they are.
+    ``gap_source``. Cells that carry their own gaps, cells with no retrain cell, and cells whose
+    split or evaluation differs from the retrain cell's (copied in from another folder) stay as they are.
     """
     from eval.evaluate import METRICS
     from eval.gaps import avg_gap, gaps
 
-    retrain = {(c["dataset"], c["scenario"], c["seed"]): c["row"] for c in cells if c["method"] == "retrain"}
+    retrain = {(c["dataset"], c["scenario"], c["seed"]): c for c in cells if c["method"] == "retrain"}
     out = []
     for cell in cells:
-        ref = retrain.get((cell["dataset"], cell["scenario"], cell["seed"]))
-        if cell["method"] != "retrain" and "gap" not in cell["row"] and ref is not None:
+        ref_cell = retrain.get((cell["dataset"], cell["scenario"], cell["seed"]))
+        if cell["method"] != "retrain" and "gap" not in cell["row"] and ref_cell is not None \
+                and same_scenario_settings(cell, ref_cell):
+            ref = ref_cell["row"]
             reference = {k: ref[k] for k in METRICS if k in ref}
             gap = gaps({k: v for k, v in cell["row"].items() if k in reference}, reference)
             cell = {**cell, "row": {**cell["row"], "retrain": reference, "gap": gap, "avg_gap": avg_gap(gap),

@@ -12,9 +12,13 @@ import math
 AVG_GAP_KEYS = ("forget_acc", "remain_acc", "test_acc", "mia")
 
 
-def gaps(metrics: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
-    """|metric - reference| for every key both have (NaN where either is NaN)."""
-    return {k: abs(metrics[k] - reference[k]) for k in metrics if k in reference}
+def _number(value: float | None) -> float:
+    return math.nan if value is None else value  # a stored cell's NaN reads back as null
+
+
+def gaps(metrics: dict[str, float | None], reference: dict[str, float | None]) -> dict[str, float]:
+    """|metric - reference| for every key both have (NaN where either is NaN or null)."""
+    return {k: abs(_number(metrics[k]) - _number(reference[k])) for k in metrics if k in reference}
 
 
 def avg_gap(gap: dict[str, float]) -> float:

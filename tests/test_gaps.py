@@ -7,6 +7,7 @@ import math
 import pytest
 
 from eval.gaps import avg_gap, gaps
+from report import fill_gaps, summarize
 
 
 def test_gaps_and_average_by_hand():
@@ -22,3 +23,37 @@ def test_gaps_and_average_by_hand():
 def test_gap_of_nan_is_nan():
     gap = gaps({"remain_acc": float("nan")}, {"remain_acc": 50.0})
     assert math.isnan(gap["remain_acc"])
+
+
+def test_a_stored_null_gaps_as_nan():
+    """A NaN metric is stored as null (an empty forget class on a small test slice)."""
+    gap = gaps({"test_forget_acc": None, "remain_acc": 99.0}, {"test_forget_acc": None, "remain_acc": 98.0})
+    assert math.isnan(gap["test_forget_acc"]) and gap["remain_acc"] == 1.0
+
+
+def _cell(method: str, forget_class: int, lr: float, remain: float) -> dict:
+    config = {"dataset": "mnist", "scenario": "class", "method": method, "forget_class": forget_class,
+              "train_limit": 0, "num_threads": 1, "finetune_lr": lr}
+    row = {"remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "mia": 0.25, "test_forget_acc": None}
+    return {"dataset": "mnist", "scenario": "class", "method": method, "seed": 0, "row": row, "config": config}
+
+
+def test_gaps_come_from_the_retrain_cell_of_the_same_split_only():
+    retrain = _cell("retrain", 0, 0.01, 98.0)
+    ours = _cell("finetune", 0, 0.5, 99.0)  # its own keys and the where-keys may differ
+    ours["config"]["num_threads"] = 2
+    other_split = _cell("finetune", 3, 0.01, 99.0)
+    rows = [c["row"] for c in fill_gaps([retrain, ours, other_split])]
+    assert rows[1]["gap_source"] == "retrain cell" and rows[1]["gap"]["remain_acc"] == 1.0
+    assert math.isnan(rows[1]["gap"]["test_forget_acc"])
+    assert "gap" not in rows[2]  # forget_class 3 against the class-0 retrain cell: no gap
+
+
+def test_a_key_null_for_one_seed_has_no_mean_over_the_others():
+    """A diverged seed's attack scores are NaN (null): a mean over the other seeds would hide it."""
+    rows = [{"remain_acc": 99.0, "mia_loss": 0.9}, {"remain_acc": 98.0, "mia_loss": None},
+            {"remain_acc": 97.0, "mia_loss": 0.1}]
+    mean, std = summarize(rows, ("remain_acc", "mia_loss"))
+    assert mean["remain_acc"] == pytest.approx(98.0) and std["remain_acc"] == pytest.approx((2 / 3) ** 0.5)
+    assert mean["mia_loss"] is None and std["mia_loss"] is None
+    assert summarize(rows[:1] + rows[2:], ("mia_loss",))[0]["mia_loss"] == pytest.approx(0.5)
