@@ -132,8 +132,9 @@ class Config:
     data_root: str = opt(
         default_data_root, "where torchvision finds (or downloads) the data; default $CAMU_DATA_ROOT, else datasets/")
     download: bool = opt(True, "let torchvision download missing files")
-    verify_data: bool = opt(True, "check the files against torchvision's checksums (false: accept a modified "
-                                  "copy, warn, and mark the results as not from the original files)")
+    verify_data: bool = opt(True, "check the files against the originals' checksums (torchvision's for CIFAR, the "
+                                  "unpacked archives' for MNIST / Fashion-MNIST; false: accept a modified copy, "
+                                  "warn, and mark the results as not from the original files)")
     train_limit: int = opt(0, "keep only the first N training samples (0: all); for smoke runs and tests")
     test_limit: int = opt(0, "keep only the first N test samples (0: all)")
     out_dir: str = opt("runs", "results in out_dir/run_name/, cached models in out_dir/checkpoints/")

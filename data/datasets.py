@@ -134,6 +134,51 @@ def _check_cifar(name: str, root: Path) -> None:
                         "use --verify_data=false to run on them anyway (results are then marked unverified)")
 
 
+# MD5 of the four uncompressed files torchvision keeps in ``raw/`` (it checks only the .gz archives it
+# downloads, so a copy made or changed by hand was never compared): computed on the genuine files
+# (the official archives, unpacked).
+MNIST_FAMILY_MD5 = {
+    "mnist": {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+              "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+              "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+              "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+    "fashion_mnist": {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                      "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+                      "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+                      "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
+}
+
+
+@functools.cache
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    """A file's MD5, once per process for each (size, mtime) it has (about 0.1 s for MNIST's 55 MB)."""
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_mnist_family(name: str, root: Path) -> None:
+    """Say what is true of an MNIST / Fashion-MNIST folder whose files are there but are not the originals."""
+    folder = root / EXPECTED_FILES[name][0]
+    expected = MNIST_FAMILY_MD5[name]
+    stats = {}
+    for file in expected:
+        try:
+            stats[file] = os.stat(folder / file)
+        except OSError:
+            return  # a missing file: torchvision's own path (download, or the not-found message) applies
+    differ = [f for f, md5 in expected.items()
+              if _md5(str(folder / f), stats[f].st_size, stats[f].st_mtime_ns) != md5]
+    if differ:
+        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} differ from "
+                        "the originals' checksums (a modified or partial copy); use --verify_data=false to run "
+                        "on them anyway (results are then marked unverified)")
+
+
 _warned_unverified: set[str] = set()
 
 
@@ -141,21 +186,29 @@ def _open(name: str, root: Path, train: bool, download: bool, verify: bool = Tru
           transform: Callable | None = None) -> VisionDataset:
     folder, files = EXPECTED_FILES[name]
     cifar = name.startswith("cifar")
-    if cifar:
-        if verify:
-            _check_cifar(name, root)
-        elif name not in _warned_unverified:
-            _warned_unverified.add(name)
-            print(f"warning: verify_data=false: {name} files in {root / folder} are not checked against "
-                  "torchvision's checksums; results record verify_data: false", file=sys.stderr)
+    if verify:
+        (_check_cifar if cifar else _check_mnist_family)(name, root)
+    elif name not in _warned_unverified:
+        _warned_unverified.add(name)
+        print(f"warning: verify_data=false: {name} files in {root / folder} are not checked against "
+              "the originals' checksums; results record verify_data: false", file=sys.stderr)
     cls = _unchecked_class(name) if cifar and not verify else _torchvision_class(name)
     try:
         return cls(root=str(root), train=train, download=download, transform=transform)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
-        how = "download failed" if download else "download is off"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if _all_present(name, root):
+            raise DataError(f"{name}: the files in {root / folder} are there but cannot be read ({reason}); "
+                            "a partial or damaged copy: replace it") from None
+        how = "download failed" if download else "download is off"
         raise DataError(f"{name}: files not found in {root / folder} (expected {files}); "
                         f"{how} ({reason})") from None
+
+
+def _all_present(name: str, root: Path) -> bool:
+    folder = root / EXPECTED_FILES[name][0]
+    names = _cifar_files(_torchvision_class(name)) if name.startswith("cifar") else MNIST_FAMILY_MD5[name].items()
+    return all((folder / f).is_file() for f, _ in names)
 
 
 def _to_imageset(ds: VisionDataset, limit: int, device: torch.device) -> ImageSet:
@@ -165,6 +218,10 @@ def _to_imageset(ds: VisionDataset, limit: int, device: torch.device) -> ImageSe
     else:  # CIFAR: numpy uint8 N x 32 x 32 x 3 -> N x 3 x 32 x 32
         images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    classes = len(ds.classes)
+    if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < classes):
+        raise DataError(f"{type(ds).__name__.removeprefix('_Unchecked')}: labels outside 0..{classes - 1} in "
+                        f"{ds.root} (a damaged copy)")
     if limit:
         images, labels = images[:limit], labels[:limit]
     return ImageSet(images.to(device), labels.to(device))
@@ -181,9 +238,10 @@ def load_dataset(name: str, root: str | Path, download: bool, device: torch.devi
                  train_limit: int = 0, test_limit: int = 0, verify: bool = True) -> Dataset:
     """Both splits of ``name`` as tensors on ``device``; ``*_limit`` keeps the first N samples.
 
-    ``verify=False`` accepts CIFAR files whose checksums differ from torchvision's (a modified
-    copy): it warns once on stderr, and the caller's config records it. MNIST-family files
-    are only checked for presence by torchvision, so ``verify`` changes nothing there.
+    ``verify`` compares the files with the originals' checksums (torchvision's for CIFAR, those of
+    the unpacked archives for the MNIST family, ``MNIST_FAMILY_MD5``); ``verify=False`` accepts a
+    modified copy: it warns once on stderr, and the caller's config records it. Labels outside
+    the classes are refused either way.
     """
     if name not in _CLASS_NAMES:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(_CLASS_NAMES)}")
