@@ -47,7 +47,7 @@ from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
 from launch.jobs import file_state
 from progress import configure_progress, interrupted
-from report import load_studies, write_tables
+from report import fill_gaps, load_studies, write_tables
 from unlearn import METHODS, SEARCH_SPACES
 
 HERE = Path(__file__).resolve().parent
@@ -268,12 +268,14 @@ def check_stored_settings(plan: Plan) -> None:
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:
     """Every readable cell under ``out_dir``, restricted to the axes ``plan`` names."""
     cells = [c for p in sorted((out_dir / "cells").glob("*/*.json")) if (c := read_cell(p)) is not None]
-    if plan is None:
-        return cells
-    for key, field in (("datasets", "dataset"), ("scenarios", "scenario"), ("methods", "method"), ("seeds", "seed")):
-        if plan.grid[key] is not None:
-            cells = [c for c in cells if c[field] in plan.grid[key]]
-    return cells
+    return cells if plan is None else [c for c in cells if in_grid(c, plan)]
+
+
+def in_grid(cell: dict[str, Any], plan: Plan) -> bool:
+    """Whether a stored cell lies on the axes ``plan`` names (an axis not given holds every value)."""
+    return all(plan.grid[key] is None or cell[field] in plan.grid[key]
+               for key, field in (("datasets", "dataset"), ("scenarios", "scenario"), ("methods", "method"),
+                                  ("seeds", "seed")))
 
 
 def cell_jobs(plan: Plan) -> list[CellJob]:
@@ -299,15 +301,33 @@ def sweep(plan: Plan, log: Any = print, options: LaunchOptions | None = None) ->
     return outcome
 
 
-def write_outputs(plan: Plan, log: Any = print) -> list[Path]:
-    """Tables (Markdown, CSV, LaTeX) and relearning series (CSV, PNG) from the stored cells."""
-    cells = stored_cells(plan.out_dir, plan)
+def write_outputs(plan: Plan, log: Any = print, every_cell: bool = False) -> list[Path]:
+    """Tables (Markdown, CSV, LaTeX) and relearning series (CSV, PNG) from the stored cells.
+
+    ``every_cell`` (after a sweep): from every cell stored under ``out_dir``, so a sweep of some
+    methods (a variant, a method added later) does not drop the other methods' rows; the grid's
+    methods lead the order. Otherwise (``--table-only``) the grid options filter the cells. Either
+    way gaps come from every stored retrain cell, whether the filter keeps retrain rows or not,
+    and a scenario's gap, tuning, concept or relearning file that this write does not produce
+    (its cells no longer have any) is removed rather than left from an earlier write.
+    """
+    every = stored_cells(plan.out_dir)
+    cells = [c for c in fill_gaps(every) if every_cell or in_grid(c, plan)]
     if not cells:
         log(f"no stored cells under {plan.out_dir / 'cells'} for this grid")
         return []
-    method_order = plan.grid["methods"] or DEFAULT_GRID["methods"]
-    written = write_tables(cells, plan.out_dir / "tables", method_order, load_studies(plan.out_dir / "tuning"))
-    written += write_relearning(cells, plan.out_dir / "tables", method_order, log)
+    method_order = list(plan.grid["methods"] or DEFAULT_GRID["methods"])
+    if every_cell:
+        method_order += [m for m in (*PAPER_METHODS, *METHODS) if m not in method_order]
+    folder = plan.out_dir / "tables"
+    written = write_tables(cells, folder, method_order, load_studies(plan.out_dir / "tuning"))
+    written += write_relearning(cells, folder, method_order, log)
+    for dataset, scenario in sorted({(c["dataset"], c["scenario"]) for c in cells}):
+        for name in (f"{dataset}-{scenario}-gaps.md", f"{dataset}-{scenario}-tuning.md",
+                     f"{dataset}-{scenario}-concepts.md", f"relearn-{dataset}-{scenario}.csv",
+                     f"relearn-{dataset}-{scenario}.png"):
+            if folder / name not in written:
+                (folder / name).unlink(missing_ok=True)
     for path in written:
         log(path)
     return written
@@ -353,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if not outcome.finished:
         print(f"tables once the jobs are done: python reproduce.py --table-only {' '.join(argv)}")
         return 0
-    write_outputs(plan)
+    write_outputs(plan, every_cell=not plan.table_only)
     for failure in outcome.failures:
         print(f"failed: {failure}", file=sys.stderr)
     return 1 if outcome.failures else 0

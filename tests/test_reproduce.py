@@ -177,6 +177,39 @@ def test_variant_cells_sit_beside_the_published_ones_and_take_gaps_from_retrain_
     assert "| concept_poison (random) | 0 | 6 (confusion, loops) | loops, tall |" in concepts
 
 
+def _table_rows(path: Path) -> list[str]:
+    return [line.split("|")[1].strip() for line in path.read_text().splitlines()[2:]]
+
+
+def test_a_sweep_of_some_methods_keeps_every_row_and_gaps_come_from_retrain_cells(tmp_path):
+    """A sweep of one method (a variant, a method added later) rewrote the tables with its rows alone;
+    a table filtered to a method had no gaps, as the filter took the retrain cells away."""
+    for method, variant, remain in (("retrain", "", 90.0), ("camu", "", 91.0), ("ssd", "", 95.0),
+                                    ("concept_poison", "random", 93.0)):
+        row = {"seed": 0, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "test_remain_acc": 99.0,
+               "test_forget_acc": 0.0, "mia": 0.25, "unlearn_time_s": 1.0}
+        path = tmp_path / "cells" / "mnist-class" / f"{reproduce.cell_name(method, False, variant)}-seed0.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"dataset": "mnist", "scenario": "class", "method": method, "seed": 0,
+                                    **({"variant": variant} if variant else {}), "row": row}))
+    tables = tmp_path / "tables"
+    grid = ["--datasets=mnist", "--scenarios=class", "--seeds=0", f"--out_dir={tmp_path}"]
+
+    reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=ssd"]), log=lambda *_: None, every_cell=True)
+    assert _table_rows(tables / "mnist-class.md") == ["ssd", "camu", "retrain", "concept_poison (random)"]
+    assert "| ssd | 0.00 ± 0.00 | 5.00 ± 0.00 | 0.00 ± 0.00 | 0.00 ± 0.00 | 1.25 ± 0.00 |" in (
+        tables / "mnist-class-gaps.md").read_text()
+
+    reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=concept_poison"]), log=lambda *_: None)
+    assert _table_rows(tables / "mnist-class.md") == ["concept_poison (random)"]
+    assert _table_rows(tables / "mnist-class-gaps.md") == ["concept_poison (random)"]
+    assert "| 3.00 ± 0.00 |" in (tables / "mnist-class-gaps.md").read_text()
+
+    reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=retrain"]), log=lambda *_: None)
+    assert _table_rows(tables / "mnist-class.md") == ["retrain"]
+    assert not (tables / "mnist-class-gaps.md").exists()  # not left from the write before, beside a table without it
+
+
 def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
     cells = [_fake_cell("mnist", "random", "retrain", s, 90.0, 0.5) for s in (0, 1)]
     steps, mean, std = mean_series([c["row"]["relearn"] for c in cells])
