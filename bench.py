@@ -21,12 +21,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from config import Config, ConfigError, help_text, parse_args, wants_help
+from config import Config, ConfigError, help_text, parse_args, unwritable_folder, wants_help
 from data import build_counterfactuals, load_dataset
 from data.augment import MEAN, STD
 from data.datasets import torchvision_dataset
@@ -148,6 +149,9 @@ def main(argv: list[str]) -> int:
     try:
         if release_epoch not in ("auto", "true", "false"):
             raise ConfigError(f"--release_epoch: {release_epoch!r} is not one of auto, true, false")
+        problem = "it is a folder" if Path(out_path).is_dir() else unwritable_folder(str(Path(out_path).parent))
+        if problem:  # else found after every phase was timed
+            raise ConfigError(f"--bench_out: {out_path!r}: {problem}")
         cfg = parse_args(rest + ["--seeds=0"] if not any(a.startswith("--seeds=") for a in rest) else rest)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

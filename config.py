@@ -597,6 +597,17 @@ def tuned_path(cfg: Config) -> Path:
     return root / f"{cfg.dataset}_{cfg.scenario}" / f"{cfg.method}.yaml"
 
 
+def tune_command(cfg: Config) -> str:
+    """The tune.py command that writes ``cfg``'s tuned file: from the scenario's preset (a study queues the
+    settings it starts from as its first trial, so they must be the preset's), into ``cfg``'s tuned_dir."""
+    kind = "concept" if cfg.method == "concept_poison" else cfg.scenario  # the concept method's own presets
+    preset = Path("configs") / f"{cfg.dataset}_{kind}.yaml"
+    where = (f"{preset} --method={cfg.method}" if (Path(__file__).resolve().parent / preset).is_file()
+             else f"--dataset={cfg.dataset} --scenario={cfg.scenario} --method={cfg.method}")
+    default_dir = next(f.default for f in dataclasses.fields(Config) if f.name == "tuned_dir")
+    return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != default_dir else "")
+
+
 def _layer_tuned(cfg: Config, probe: Config) -> Config:
     """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it."""
     if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
@@ -604,8 +615,7 @@ def _layer_tuned(cfg: Config, probe: Config) -> Config:
     path = tuned_path(probe)
     if not path.is_file():
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
-                          f"(write it with: python tune.py --dataset={probe.dataset} "
-                          f"--scenario={probe.scenario} --method={probe.method})")
+                          f"(write it with: {tune_command(probe)})")
     values = read_yaml(path, "tuned")
     bad = [k for k in values if k in TUNED_FORBIDDEN]
     if bad:

@@ -30,7 +30,17 @@ from typing import Any
 import yaml
 
 from concepts import ConceptError
-from config import Config, ConfigError, help_text, parse_args, read_yaml, tuned_path, validate, wants_help
+from config import (
+    Config,
+    ConfigError,
+    help_text,
+    parse_args,
+    read_yaml,
+    tuned_path,
+    unwritable_folder,
+    validate,
+    wants_help,
+)
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
 from models.resnet import DownloadError
@@ -127,6 +137,9 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         raise ConfigError(f"method: {cfg.method!r} has no search space; tune one of {', '.join(SEARCH_SPACES)}")
     if cfg.tuned:
         raise ConfigError("tuned: tune from the published settings (tuned=false), not over a tuned file")
+    problem = unwritable_folder(str(tuned_path(cfg).parent))  # written after hours of trials
+    if problem:
+        raise ConfigError(f"tuned_dir: {cfg.tuned_dir!r}: {problem}")
     overlap = sorted(set(opts.tune_seeds) & set(cfg.seeds))
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "

@@ -7,6 +7,8 @@ import contextlib
 import io
 import json
 
+import pytest
+
 import bench
 
 
@@ -36,6 +38,15 @@ def test_bench_times_every_phase_and_a_release_style_epoch(data_root, tmp_path):
 def test_bench_rejects_an_unknown_release_epoch_value(capsys):
     assert bench.main(["--release_epoch=maybe"]) == 2
     assert capsys.readouterr().err.strip() == "config error: --release_epoch: 'maybe' is not one of auto, true, false"
+
+
+@pytest.mark.parametrize("where", ["file/bench.json", "folder"])
+def test_bench_out_that_cannot_be_written_stops_before_any_timing(where, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    assert bench.main([f"--bench_out={tmp_path / where}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: --bench_out:") and "\n" not in err
 
 
 def test_bench_ctrl_c_and_missing_data_are_one_line(data_root, tmp_path, monkeypatch, capsys):

@@ -223,6 +223,15 @@ def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path:
     assert not out.exists()
 
 
+def test_a_tuned_dir_that_cannot_be_written_stops_before_any_trial(data_root: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    assert tune.main(_argv(data_root, tmp_path / "out", tmp_path / "file" / "tuned", "neggrad", "--trials=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: tuned_dir:") and "is a file, not a folder" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_study_needs_its_method_named(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without --method (or a preset that names one) no study starts for the default method."""
     out = tmp_path / "runs"
@@ -294,6 +303,9 @@ def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pyt
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "none" / "mnist_class" / "ssd.yaml") in err[0]
+    # the study from the scenario's preset (its first trial is the preset's setting), into that tuned_dir
+    assert err[0].endswith(f"(write it with: python tune.py configs/mnist_class.yaml --method=ssd "
+                           f"--tuned_dir={tmp_path / 'none'})")
     assert not out.exists()
     assert parse_args(_argv(data_root, out, tmp_path / "none", "retrain", "--tuned=true")).tuned_file == ""
 
