@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from config import Config, ConfigError, help_text, parse_args, unwritable_folder, wants_help
+from config import Config, ConfigError, check_keys, help_text, parse_args, unwritable_folder, wants_help
 from data import build_counterfactuals, load_dataset
 from data.augment import MEAN, STD
 from data.datasets import torchvision_dataset
@@ -156,6 +156,7 @@ def main(argv: list[str]) -> int:
     try:
         if release_epoch not in ("auto", "true", "false"):
             raise ConfigError(f"--release_epoch: {release_epoch!r} is not one of auto, true, false")
+        check_keys(rest, ("bench_out", "release_epoch"))
         problem = "it is a folder" if Path(out_path).is_dir() else unwritable_folder(str(Path(out_path).parent))
         if problem:  # else found after every phase was timed
             raise ConfigError(f"--bench_out: {out_path!r}: {problem}")

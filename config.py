@@ -387,6 +387,16 @@ def unknown_key_message(key: str, known: Collection[str], source: str = "") -> s
     return f"unknown config key {key!r}{where}; {hint}"
 
 
+def check_keys(args: list[str], flags: Collection[str]) -> None:
+    """ConfigError for a ``--key=value`` whose key is neither a config key nor one of the command's own
+    ``flags``, naming the closest of both (``tune.py --trial=2`` was offered ``train_lr``, not ``trials``)."""
+    types = _field_types()
+    for arg in args:
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
+        if key is not None and key not in types:
+            raise ConfigError(unknown_key_message(key, [*types, *(f for f in flags if f not in types)]))
+
+
 def apply_overrides(cfg: Config, values: dict[str, Any], source: str = "") -> Config:
     """Set the given keys on a copy of ``cfg``; unknown keys and wrong types raise ConfigError."""
     types = _field_types()

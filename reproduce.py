@@ -36,6 +36,7 @@ from config import (
     Config,
     ConfigError,
     _coerce,
+    check_keys,
     help_text,
     key_owner,
     parse_args,
@@ -168,6 +169,7 @@ def parse_plan(argv: list[str]) -> Plan:
                               else "--run_name: cells are named by the grid")
         else:
             overrides.append(arg)
+    check_keys(overrides, (*GRID_KEYS, "out_dir", "variant", "launcher", "workers", "table-only", "dry-run", "wait"))
     allowed = {"datasets": NUM_CLASSES, "scenarios": SCENARIOS, "methods": METHODS}
     for key, known in allowed.items():
         for name in grid[key] or []:

@@ -33,6 +33,7 @@ from concepts import ConceptError
 from config import (
     Config,
     ConfigError,
+    check_keys,
     help_text,
     parse_args,
     read_yaml,
@@ -130,6 +131,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         else:
             rest.append(arg)
     opts = TuneOptions(**own)
+    check_keys(rest, ("trials", "tune_seeds", "sampler_seed", "prune", "from_summary"))
     cfg = parse_args(rest, echo=True)
     if not method_named(rest):
         raise ConfigError(f"method: name the method to tune with --method=M (one of {', '.join(SEARCH_SPACES)})")

@@ -289,6 +289,20 @@ def test_unknown_key_suggests_the_closest_keys():
         parse_args(["--zzzz=1"])
 
 
+@pytest.mark.parametrize("command, typo, meant", [("tune", "--trial=2", "trials"),
+                                                   ("reproduce", "--worker=2", "workers"),
+                                                   ("bench", "--bench_ou=x.json", "bench_out")])
+def test_a_typo_of_a_command_s_own_flag_is_offered_that_flag(command, typo, meant, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(command)
+    argv = [typo, f"--out_dir={tmp_path / 'out'}", *(["--method=ssd"] if command == "tune" else [])]
+    assert module.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: unknown config key") and f"did you mean '{meant}'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_main_seed_typo_exits_2_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "--seed=1", f"--out_dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
