@@ -170,7 +170,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     except KeyboardInterrupt:
         raise Interrupted(f"{len(rows)} of {len(cfg.seeds)} seeds finished"
                           + (f", in {results_path} (complete: false)" if rows else "; no results written")) from None
-    log(format_table(rows))
+    log(format_table(rows, cfg.scenario))
     return results_document(cfg, rows, meta)
 
 

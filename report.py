@@ -82,10 +82,13 @@ def _fmt(x: float | None, key: str) -> str:
     return f"{x:.3f}" if key in ("mia", "fr", "fr_attack_accuracy") else f"{x:.2f}"
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Per-seed rows, then mean +- std, as aligned text."""
+def format_table(rows: list[dict[str, Any]], scenario: str = "class") -> str:
+    """Per-seed rows, then mean +- std, as aligned text; D_t,r and D_t,f (the test set split by
+    ``forget_class``) only for class removal, where they mean something, as in the sweep's tables."""
     mean, std = summarize(rows)
-    keys = RESULT_KEYS + (("avg_gap",) if rows and "avg_gap" in rows[0] else ())
+    per_class = ("test_remain_acc", "test_forget_acc")
+    keys = tuple(k for k in RESULT_KEYS if scenario == "class" or k not in per_class)
+    keys += ("avg_gap",) if rows and "avg_gap" in rows[0] else ()
     header = ["seed"] + [HEADERS[k] for k in keys]
     lines = [[str(r["seed"])] + [_fmt(json_safe(r[k]), k) for k in keys] for r in rows]
     lines.append(["mean"] + [f"{_fmt(mean[k], k)} +- {_fmt(std[k], k)}" for k in keys])

@@ -24,7 +24,7 @@ from eval.relearn import mean_series, relearn
 from figures import PAPER_LEVELS, figure_panels, method_colours, write_relearning
 from main import split_for_seed
 from models import build_model
-from report import load_studies, scenario_table, write_tables
+from report import format_table, load_studies, scenario_table, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1",
@@ -208,6 +208,13 @@ def test_a_sweep_of_some_methods_keeps_every_row_and_gaps_come_from_retrain_cell
     reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=retrain"]), log=lambda *_: None)
     assert _table_rows(tables / "mnist-class.md") == ["retrain"]
     assert not (tables / "mnist-class-gaps.md").exists()  # not left from the write before, beside a table without it
+
+
+def test_main_s_table_shows_the_per_class_test_columns_for_class_removal_only():
+    rows = [{"seed": s, "remain_acc": 99.0, "forget_acc": 1.0, "test_acc": 90.0, "test_remain_acc": 99.0,
+             "test_forget_acc": 0.5, "mia": 0.25, "unlearn_time_s": 1.0} for s in (0, 1)]
+    assert "D_t,r" in format_table(rows, "class").splitlines()[0]
+    assert format_table(rows, "random").splitlines()[0].split() == ["seed", "D_r", "D_f", "D_t", "MIA", "time", "s"]
 
 
 def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
