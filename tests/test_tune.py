@@ -79,6 +79,7 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
 
 
+@pytest.mark.filterwarnings("ignore:Fixed parameter ssd_alpha with value 10.0 is out of range")
 def test_a_restored_study_draws_as_the_live_one_with_a_published_value_outside_the_space() -> None:
     """SSD's published alpha 10 lies outside its space: restored, it keeps the declared distribution
     (TPE samples the keys jointly over the distributions all trials share) and the next draw is the live one's."""
