@@ -98,6 +98,8 @@ def train_model(job: ModelJob, res: Resources) -> None:
         _, info = original_model(cfg, data)
     else:
         _, info = retrained_model(cfg, data, split_for_seed(cfg, data.train.labels, job.seed))
+    if not info.path.exists():  # a models item exists to store its checkpoint for the cells
+        raise OSError(f"{info.path} could not be stored (see the warning above)")
     how = "trained" if info.trained else "loaded"
     tqdm.write(f"{info.path.name}: {how} ({info.train_time_s:.1f} s of training)")
 

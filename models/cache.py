@@ -1,8 +1,10 @@
 """Trained models cached on disk, keyed by a hash of everything that determines them.
 
 The original model is trained once per (dataset, recipe, training seed) and shared by
-every unlearning seed and run. A corrupt or mismatched cache file is reported in one
-line and the model is retrained (the file is only a cache; the new one replaces it).
+every unlearning seed and run. A corrupt, damaged (checksums) or mismatched cache file is
+reported in one line and the model is retrained (the file is only a cache; the new one
+replaces it); a cache that cannot be written (disk full, read-only) is said in one line and
+the run goes on with the model in memory.
 
 Several processes (local workers, SLURM jobs on a shared filesystem) may ask for the same
 model at once, so every read and write of a key happens under that key's file lock
@@ -100,8 +102,13 @@ def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict
     """Load ``model``'s weights from the cache, or train it with ``train`` and store it."""
     digest = key_hash(key)
     path = cache_path(cache_dir, prefix, key)
-    lock = cache_lock(path)
-    hold(lock, path.name, 60.0 * float(config.get("lock_timeout_min", 0.0) or 0.0), log)
+    try:
+        lock = cache_lock(path)
+        hold(lock, path.name, 60.0 * float(config.get("lock_timeout_min", 0.0) or 0.0), log)
+    except OSError as exc:  # a read-only cache (a shared copy): files are only ever replaced whole
+        log(f"note: no lock on {path.name} ({exc.strerror or exc}); "
+            f"{'reading it without one' if path.exists() else 'training it without storing it'}")
+        return _load_or_train(model, path, digest, key, train, config, log)
     try:
         return _load_or_train(model, path, digest, key, train, config, log)
     finally:
@@ -138,7 +145,11 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
     losses = train(model)
     elapsed = time.perf_counter() - start
     trained_on = device_name(next(model.parameters()).device)
-    remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
-    save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
-                           "losses": losses, "config": config, "trained_on": trained_on, "trained_cpu": cpu_info()})
+    try:
+        remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
+        save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
+                               "losses": losses, "config": config, "trained_on": trained_on,
+                               "trained_cpu": cpu_info()})
+    except OSError as exc:  # disk full, read-only: the file is only a cache, the trained model is not lost
+        log(f"warning: could not store {path.name} ({exc.strerror or exc}); going on with the model trained now")
     return CacheInfo(path, True, elapsed, losses, trained_on)

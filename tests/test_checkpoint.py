@@ -211,3 +211,51 @@ def test_keep_previous_renames_under_the_files_own_time_and_never_over_another(t
         assert not path.exists()
     assert names == ["results-19700102T010101Z.json", "results-19700102T010101Z-1.json"]
     assert [(tmp_path / n).read_text() for n in names] == ["first", "second"]
+
+
+def test_a_checkpoint_changed_in_place_is_retrained_not_loaded(tmp_path):
+    """torch.load does not compare the zip's CRC-32s: bytes changed in place (a bad copy, bit rot)
+    loaded as other weights without a word."""
+    stored = fresh()
+    info = cached_model(stored, tmp_path, "orig", KEY, Trainer(), {}, log=lambda _: None)
+    content = bytearray(info.path.read_bytes())
+    at = bytes(content).index(stored[0].weight.detach().numpy().tobytes())  # the first layer's stored bytes
+    content[at + 4:at + 8] = b"\x00\x00\x80\x7f"  # one weight -> inf, same size
+    info.path.write_bytes(bytes(content))
+    logs = []
+    model = fresh(3)
+    again = cached_model(model, tmp_path, "orig", KEY, Trainer(), {}, log=logs.append)
+    assert again.trained and len(logs) == 1 and "damaged" in logs[0] and "checksum" in logs[0]
+    assert torch.isfinite(model[0].weight).all()
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_trained_model(tmp_path, monkeypatch):
+    import errno
+
+    import models.cache as cache
+
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cache, "save_checkpoint", disk_full)
+    logs = []
+    info = cached_model(fresh(), tmp_path, "orig", KEY, Trainer(), {}, log=logs.append)
+    assert info.trained and not info.path.exists()
+    assert len(logs) == 1 and logs[0].startswith("warning: could not store") and "No space left" in logs[0]
+
+
+def test_a_read_only_cache_is_read_without_its_lock(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    first = fresh(0)
+    cached_model(first, tmp_path, "orig", KEY, Trainer(), {}, log=lambda _: None)
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    logs, train = [], Trainer()
+    second = fresh(1)
+    info = cached_model(second, tmp_path, "orig", KEY, train, {}, log=logs.append)
+    assert not info.trained and train.calls == 0 and same_weights(first, second)
+    assert logs == [f"note: no lock on {info.path.name} (Read-only file system); reading it without one"]
