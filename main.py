@@ -10,6 +10,7 @@ run keeps the seeds it finished.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import platform
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 from tqdm import tqdm
 
@@ -31,11 +33,12 @@ from eval.evaluate import evaluate
 from eval.gaps import avg_gap, gaps
 from eval.relearn import relearn
 from models import DownloadError
+from models.cache import CacheBusy
 from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import Interrupted, configure_progress, interrupted
 from report import format_table, git_commit, results_document
-from storage import keep_previous, write_bytes, write_json
+from storage import keep_previous, remove_stale_temps, write_bytes, write_json
 from unlearn import ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
 
@@ -154,7 +157,14 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     }
     rows: list[dict[str, Any]] = []
     results_path = cfg.run_dir / "results.json"
+    lock = run_lock(cfg.run_dir)
     try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunBusy(f"another run is writing {cfg.run_dir} (it holds {lock.lock_file}): wait for it to end, "
+                      "or give this one another --run_name") from None
+    try:
+        remove_stale_temps(results_path)  # a killed run's; we hold the run's lock
         for seed in tqdm(cfg.seeds, desc="seeds"):
             row, seed_meta, split = run_seed(cfg, data, original, seed)
             rows.append(row)
@@ -170,20 +180,43 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     except KeyboardInterrupt:
         raise Interrupted(f"{len(rows)} of {len(cfg.seeds)} seeds finished"
                           + (f", in {results_path} (complete: false)" if rows else "; no results written")) from None
+    finally:
+        lock.release()
     log(format_table(rows, cfg.scenario))
     return results_document(cfg, rows, meta)
 
 
+class RunBusy(RuntimeError):
+    """Another live process is running under the same run folder (its results.json would be lost)."""
+
+
+def run_lock(run_dir: Path) -> FileLock:
+    """The lock a run holds on its folder while it writes results: two runs under one ``run_name`` at
+    once renamed each other's results.json away (``keep_previous``) and overwrote the rest."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(run_dir / ".results.json.lock", is_singleton=True, fallback_to_soft=False)
+
+
+# A write that failed for want of room or rights: said in one line, not as a traceback.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def one_line_errors(work: Callable[[], int], kept: str) -> int:
     """``work()``'s exit status, or 1 with one line for missing data, a missing optional package or
-    weights, or 130 with one line for a Ctrl-C (the work's own account of what it kept, else ``kept``)."""
+    weights, a busy run folder or checkpoint, a full or read-only disk, or 130 with one line for a
+    Ctrl-C (the work's own account of what it kept, else ``kept``)."""
     try:
         return work()
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
-    except (ConceptError, DownloadError) as exc:
+    except (ConceptError, DownloadError, RunBusy, CacheBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {exc.strerror}: {exc.filename or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         return interrupted(exc, kept)

@@ -44,6 +44,7 @@ from config import (
 )
 from data import DataError
 from main import resolve_device, run_seed  # also registers the method and attack names validate checks
+from models.cache import CacheBusy
 from models.resnet import DownloadError
 from progress import configure_progress, interrupted
 from report import DT_SHORTFALL_LIMIT, git_commit, json_safe
@@ -638,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ConceptError, DownloadError) as exc:  # its trial is stored FAIL without an error: not held against
         print(f"error: {exc}", file=sys.stderr)   # its parameters, and queued again if it was the published one
+        return 1
+    except CacheBusy as exc:  # lock_timeout_min: another process trains the original model
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Optuna has stored the running trial as failed (no error: the sampler skips it)
         where = study_path(cfg) if cfg is not None else "the study"

@@ -207,3 +207,48 @@ def test_a_diverged_method_still_writes_its_results(small_cfg, shared_out):
     # the attack suite has nothing to measure on NaN logits: null, and null means in the summary
     assert [saved["seeds"][0][f"mia_{name}"] for name in cfg.mia_attacks] == [None] * len(cfg.mia_attacks)
     assert cfg.mia_attacks and saved["mean"][f"mia_{cfg.mia_attacks[0]}"] is None
+
+
+_HOLD_RUN = """
+import sys, time
+from pathlib import Path
+from main import run_lock
+lock = run_lock(Path(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_second_run_under_a_busy_run_name_stops_in_one_line(small_cfg, shared_out, monkeypatch, capsys):
+    """Two runs under one run name renamed each other's results.json away and overwrote the rest."""
+    cfg = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu", seeds=[0], compare_retrain=False,
+                              run_name="busy")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_RUN, str(cfg.run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(main, "load_config", lambda argv: cfg)
+        assert main.main([]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the original model's progress bars
+        assert err.startswith(f"error: another run is writing {cfg.run_dir}") and "--run_name" in err
+        assert not (cfg.run_dir / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main.main([]) == 0  # the lock went with its process
+    assert (cfg.run_dir / "results.json").exists()
+
+
+@pytest.mark.parametrize("error, says", [
+    (OSError(28, "No space left on device", "/x/results.json"), "error: No space left on device: /x/results.json"),
+    (main.CacheBusy("original-mnist-1.pt: still held after 1.0 min (lock_timeout_min)"),
+     "error: original-mnist-1.pt: still held after 1.0 min (lock_timeout_min)")])
+def test_a_full_disk_or_a_busy_checkpoint_is_one_line(error, says, capsys):
+    def work() -> int:
+        raise error
+
+    assert main.one_line_errors(work, "") == 1
+    assert capsys.readouterr().err.strip() == says
+    with pytest.raises(FileNotFoundError):  # any other OSError is a bug to see whole
+        main.one_line_errors(lambda: open("/nonexistent-dir/x").close() or 0, "")
