@@ -627,6 +627,8 @@ def _layer_tuned(cfg: Config, probe: Config) -> Config:
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
                           f"(write it with: {tune_command(probe)})")
     values = read_yaml(path, "tuned")
+    if not values:
+        raise ConfigError(f"tuned file {path} sets no key (empty or truncated): write it again with tune.py")
     bad = [k for k in values if k in TUNED_FORBIDDEN]
     if bad:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")

@@ -258,11 +258,17 @@ DT_SHORTFALL_LIMIT = 5.0  # points of D_t a tuned method may lose against the re
 def load_studies(folder: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     """tune.py's study summaries (``DATASET-SCENARIO-METHOD.json``) keyed by (dataset, scenario, method)."""
     import json
+    import sys
 
     out = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        doc = json.loads(path.read_text())
-        scope = doc.get("scope") or {}
+        try:
+            doc = json.loads(path.read_text())
+            scope = doc.get("scope") or {}
+        except (OSError, ValueError, AttributeError) as exc:  # truncated, merge-conflicted: the tables go on
+            print(f"warning: {path} is not a readable study summary ({type(exc).__name__}); left out of the "
+                  "tuning tables", file=sys.stderr)
+            continue
         if {"dataset", "scenario", "method"} <= set(scope):
             out[(scope["dataset"], scope["scenario"], scope["method"])] = doc
     return out

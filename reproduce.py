@@ -210,7 +210,9 @@ def read_cell(path: Path) -> dict[str, Any] | None:
         cell = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return cell if isinstance(cell, dict) and isinstance(cell.get("row"), dict) else None
+    header = ("dataset", "scenario", "method", "seed")
+    return cell if isinstance(cell, dict) and isinstance(cell.get("row"), dict) and all(k in cell for k in header) \
+        else None
 
 
 def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:

@@ -117,6 +117,14 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_cell_without_its_header_is_computed_again_not_tabled(tmp_path):
+    path = tmp_path / "camu-seed0.json"
+    path.write_text(json.dumps({"scenario": "class", "method": "camu", "seed": 0, "row": {"remain_acc": 1.0}}))
+    assert reproduce.read_cell(path) is None  # no dataset: it would have raised a KeyError in the tables
+    path.write_text(json.dumps({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": 0, "row": {}}))
+    assert reproduce.read_cell(path) is not None
+
+
 def _fake_cell(dataset: str, scenario: str, method: str, seed: int, remain: float, mia: float) -> dict:
     row = {"seed": seed, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "test_remain_acc": 99.0,
            "test_forget_acc": 0.0, "mia": mia, "unlearn_time_s": 2.0 + seed,

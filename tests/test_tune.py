@@ -541,3 +541,23 @@ def test_two_processes_opening_a_study_together_draw_different_startup_points() 
     b = tune.failure_aware_tpe(7, offset_by_first_trial=True)
     views = [optuna.load_study(study_name="s", storage=storage) for _ in range(2)]
     assert first_draw(a, views[0]) != first_draw(b, views[1])
+
+
+def test_an_empty_tuned_file_is_refused(tmp_path: Path) -> None:
+    """It was read as no keys: the run went on at the published settings and recorded the empty file's hash."""
+    path = tmp_path / "tuned" / "mnist_class" / "ssd.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    with pytest.raises(tune.ConfigError, match="sets no key"):
+        parse_args(["--method=ssd", "--tuned=true", f"--tuned_dir={tmp_path / 'tuned'}"])
+
+
+def test_an_unreadable_study_summary_is_left_out_of_the_tables(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from report import load_studies
+
+    (tmp_path / "mnist-class-camu.json").write_text("")
+    good = {"scope": {"dataset": "mnist", "scenario": "class", "method": "ssd"}, "trials": []}
+    (tmp_path / "mnist-class-ssd.json").write_text(json.dumps(good))
+    assert list(load_studies(tmp_path)) == [("mnist", "class", "ssd")]
+    assert "mnist-class-camu.json is not a readable study summary" in capsys.readouterr().err
