@@ -259,3 +259,19 @@ def test_a_read_only_cache_is_read_without_its_lock(tmp_path, monkeypatch):
     info = cached_model(second, tmp_path, "orig", KEY, train, {}, log=logs.append)
     assert not info.trained and train.calls == 0 and same_weights(first, second)
     assert logs == [f"note: no lock on {info.path.name} (Read-only file system); reading it without one"]
+
+
+def test_a_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    import storage
+
+    synced = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", record)
+    write_json(tmp_path / "results.json", {"a": 1})
+    assert len(synced) == 2 and synced[0].startswith(str(tmp_path / ".results.json."))  # the temp file
+    assert synced[1] == str(tmp_path)  # then the folder that holds the rename
