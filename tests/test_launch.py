@@ -326,6 +326,7 @@ def test_the_model_stage_in_this_process_trains_with_num_threads(monkeypatch, tm
 
     def fake_retrained(cfg, data, split):
         seen.append(torch.get_num_threads())
+        (tmp_path / "m.pt").write_bytes(b"")  # stored, as the models stage needs
         return None, SimpleNamespace(trained=True, train_time_s=0.0, path=tmp_path / "m.pt")
 
     monkeypatch.setattr(worker, "retrained_model", fake_retrained)
@@ -340,6 +341,11 @@ def test_the_model_stage_in_this_process_trains_with_num_threads(monkeypatch, tm
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+    (tmp_path / "m.pt").unlink()
+    monkeypatch.setattr(worker, "retrained_model", lambda cfg, data, split: (
+        None, SimpleNamespace(trained=True, train_time_s=0.0, path=tmp_path / "m.pt")))  # the cache write failed
+    failures = worker.run_stage([ModelJob("retrain", cfg, 0, tmp_path / "m.pt")])
+    assert len(failures) == 1 and "m.pt could not be stored" in failures[0]  # the cells would each train it
 
 
 def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):

@@ -328,7 +328,8 @@ def test_tuned_cells_and_rows(tmp_path: Path) -> None:
     # a stored tuned cell is computed again once its tuned file changed (the study went on), not before
     stored = cells["neggrad"].path(plan.out_dir)
     stored.parent.mkdir(parents=True)
-    stored.write_text(json.dumps({"config": {"tuned_sha256": cfg.tuned_sha256}, "row": {"relearn": {"gap": [1.0]}}}))
+    stored.write_text(json.dumps({**cells["neggrad"].header(), "config": {"tuned_sha256": cfg.tuned_sha256},
+                                  "row": {"relearn": {"gap": [1.0]}}}))
     assert not needs_run(cells["neggrad"], cfg, plan.out_dir)
     (tuned_dir / "mnist_class" / "neggrad.yaml").write_text("# provenance\nneggrad_lr: 0.003\n")
     assert needs_run(cells["neggrad"], cell_config(plan, "mnist", "class", "neggrad"), plan.out_dir)
