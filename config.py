@@ -543,10 +543,53 @@ def validate(cfg: Config) -> Config:
     if cfg.concept_poison_patch < 0 or not cfg.concept_poison_lr > 0 or cfg.concept_poison_momentum < 0:
         raise ConfigError("concept_poison_patch, concept_poison_lr, concept_poison_momentum: patch >= 0, lr > 0, "
                           "momentum >= 0")
+    _check_method_keys(cfg)
+    if cfg.scenario == "random" and cfg.forget_fraction * (cfg.forget_repeat + 1) > 1:
+        raise ConfigError(f"forget_fraction: {cfg.forget_fraction} x (forget_repeat {cfg.forget_repeat} + 1) must "
+                          "be at most 1: D_s draws forget_repeat remaining samples per forget sample")
+    if 0 < cfg.test_limit < 2:
+        raise ConfigError(f"test_limit: {cfg.test_limit}: the MIAs fit on half the test rows and test on the "
+                          "other half, so at least 2 (0: all)")
+    if cfg.ulira_epochs < 1:
+        raise ConfigError(f"ulira_epochs: {cfg.ulira_epochs} must be at least 1")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")
     return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
+
+
+# The baselines' own keys share a few kinds, checked by name here, before any work: the methods
+# check them again when they run (they can be called directly), but then after the original
+# model, with a traceback. Each: the values it applies to, the test a value must pass, the message.
+_NUMBER = (int, float)
+_KEY_KINDS = (("batch_size", _NUMBER, lambda v: v >= 1, "must be at least 1"),
+              ("_epochs", _NUMBER, lambda v: v >= 0, "must be at least 0"),
+              ("_lr", _NUMBER, lambda v: v > 0, "must be greater than 0"),
+              ("_momentum", _NUMBER, lambda v: 0 <= v < 1, "must lie in [0, 1)"),
+              ("weight_decay", _NUMBER, lambda v: v >= 0, "must be at least 0"),
+              ("_optimizer", str, lambda v: v in ("adam", "sgd"), "is not one of adam, sgd"))
+_KEY_RANGES = {"bad_teacher_retain_fraction": (lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
+               "bad_teacher_temperature": (lambda v: v > 0, "must be greater than 0"),
+               "boundary_shrink_bound": (lambda v: v > 0, "must be greater than 0"),
+               "neggrad_plus_alpha": (lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
+               "scrub_msteps": (lambda v: v >= 0, "must be at least 0"),
+               "scrub_kd_t": (lambda v: v > 0, "must be greater than 0"),
+               "salun_threshold": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+               **{f"{m}_{kind}stop_acc": (lambda v: v <= 100, "must be at most 100 (a percentage; negative: off)")
+                  for m in ("neggrad", "neggrad_plus") for kind in ("", "random_")}}
+
+
+def _check_method_keys(cfg: Config) -> None:
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or f.name == "relearn_lr":  # relearn_lr: 0 picks the dataset's rate
+            continue
+        if f.name in _KEY_RANGES:
+            rule = (_NUMBER, *_KEY_RANGES[f.name])
+        else:
+            rule = next((r[1:] for r in _KEY_KINDS if f.name.endswith(r[0]) and isinstance(value, r[1])), None)
+        if rule is not None and isinstance(value, rule[0]) and not rule[1](value):
+            raise ConfigError(f"{f.name}: {value!r} {rule[2]}")
 
 
 # Keys that say where or how fast results are computed, or that the sweep handles itself (``tuned``:

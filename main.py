@@ -144,6 +144,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                         verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
+    for seed in cfg.seeds:  # a split the data cannot give stops here, not after the original's training
+        split_for_seed(cfg, data.train.labels, seed)
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
     log(f"original model {how}: {info.path} (training took {info.train_time_s:.1f} s)")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from data.datasets import DataError
+
 
 @dataclass
 class Split:
@@ -41,9 +43,11 @@ def make_split(labels: torch.Tensor, scenario: str, forget_class: int, forget_fr
         raise ValueError(f"scenario {scenario!r} is not one of class, random")
     remain = torch.nonzero(~is_forget).flatten()
     if len(forget) == 0:
-        raise ValueError(f"the forget set is empty (scenario {scenario}, class {forget_class})")
+        raise DataError(f"the forget set is empty (scenario {scenario}, class {forget_class}, "
+                        f"{n} training samples): raise forget_fraction or train_limit")
     forget = forget.repeat(forget_repeat)
     if len(forget) > len(remain):
-        raise ValueError(f"D_s needs {len(forget)} samples but D_r has only {len(remain)}")
+        raise DataError(f"D_s needs {len(forget)} samples (|D_f| x forget_repeat) but D_r has only {len(remain)}: "
+                        "lower forget_repeat, or remove fewer samples")
     sample = remain[torch.randperm(len(remain), generator=gen)[:len(forget)]]
     return Split(forget=forget, remain=remain, sample=sample)

@@ -49,6 +49,8 @@ def faithful_mia(sample_logits: torch.Tensor, test_logits: torch.Tensor, forget_
     the next |D_f| the evaluation non-members); ``forget_logits``: all of D_f.
     """
     n = min(train_size, len(sample_logits), len(test_logits) // 2)
+    if n < 1 or len(test_logits) - n < 1:  # no row to fit on, or none held out: no score to give
+        return float("nan")
     test = sorted_softmax(test_logits)
     return attack_accuracy(sorted_softmax(sample_logits[:n]), test[:n], sorted_softmax(forget_logits),
                            test[n:n + len(forget_logits)], fit_fraction, seed, n_jobs)

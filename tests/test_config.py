@@ -146,6 +146,19 @@ def test_forget_class_range_depends_on_dataset():
     (["seeds=1"], "seeds=1"),  # first positional is a preset path that does not exist
     (["--seeds=1", "configs/mnist_class.yaml"], "configs/mnist_class.yaml"),
     (["does/not/exist.yaml"], "does/not/exist.yaml"),
+    # a baseline's own keys, refused before any work (the method raised after the original's training)
+    (["--finetune_batch_size=0"], "finetune_batch_size"),
+    (["--neggrad_optimizer=rmsprop"], "neggrad_optimizer"),
+    (["--scrub_momentum=1"], "scrub_momentum"),
+    (["--salun_lr=0"], "salun_lr"),
+    (["--random_label_weight_decay=-1"], "random_label_weight_decay"),
+    (["--bad_teacher_epochs=-1"], "bad_teacher_epochs"),
+    (["--neggrad_plus_alpha=1.5"], "neggrad_plus_alpha"),
+    (["--salun_threshold=0"], "salun_threshold"),
+    (["--neggrad_stop_acc=101"], "neggrad_stop_acc"),
+    (["--ulira_epochs=0"], "ulira_epochs"),
+    (["--scenario=random", "--forget_fraction=0.6"], "forget_fraction"),  # D_s cannot be drawn from D_r
+    (["--test_limit=1"], "test_limit"),
 ])
 def test_config_errors(argv, word):
     with pytest.raises(ConfigError) as info:

@@ -122,3 +122,12 @@ def test_predict_batches_and_restores_mode():
     out = predict(model, Data(), images, batch_size=4, train_transform=True)
     torch.testing.assert_close(out, (images[:, :3] + 100) * 2)
     assert predict(model, Data(), images[:0]).shape == (0, 3)
+
+
+def test_faithful_mia_without_rows_to_fit_on_is_nan_not_a_score():
+    """A one-row test set left the attacker nothing to fit on; it still returned a number (0.03)."""
+    torch.manual_seed(0)
+    sample, forget = torch.randn(50, 10), torch.randn(20, 10)
+    assert math.isnan(faithful_mia(sample, torch.randn(1, 10), forget, train_size=40, n_jobs=1))
+    assert math.isnan(faithful_mia(sample[:0], torch.randn(30, 10), forget, train_size=40, n_jobs=1))
+    assert 0.0 <= faithful_mia(sample, torch.randn(30, 10), forget, train_size=40, n_jobs=1) <= 1.0

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from data import generator, make_split
+from data import DataError, generator, make_split
 from data.rng import stream_seed
 
 
@@ -127,12 +127,13 @@ def test_sample_is_uniform_over_remain():
 
 
 def test_errors():
+    """A split the data cannot give is a data error (one line from every command), not a traceback."""
     labels = torch.tensor([1, 2, 3, 1, 2, 3])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         split_of(labels, "class", forget_class=0)
     with pytest.raises(ValueError):
         split_of(labels, "neither")
-    with pytest.raises(ValueError, match="D_s"):
+    with pytest.raises(DataError, match="D_s"):
         split_of(labels, "class", forget_class=1, repeat=3)
 
 
@@ -153,3 +154,15 @@ def test_generator_streams():
     assert not torch.equal(a, torch.rand(5, generator=generator(0, "other")))
     assert stream_seed(0, "split") == stream_seed(0, "split")
     assert 0 <= stream_seed(12345, "x") < 2**32
+
+
+def test_a_split_the_slice_cannot_give_stops_before_the_original_is_trained(data_root, tmp_path, capsys):
+    import main
+
+    out = tmp_path / "runs"
+    argv = [f"--data_root={data_root}", "--download=false", f"--out_dir={out}", "--train_limit=1000",
+            "--test_limit=300", "--scenario=random", "--forget_fraction=0.0004", "--seeds=0"]
+    assert main.main(argv) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("data error: the forget set is empty") and "forget_fraction" in line
+    assert not (out / "checkpoints").exists()  # said before minutes of training, not after
