@@ -175,7 +175,7 @@ from data.augment import CifarTransform
 from data.datasets import Dataset, ImageSet
 from data.splits import Split
 cf.CHUNK = 16
-n = 1024  # large enough that allocator noise (a few hundred KiB) stays a small share of the measure
+n = 512  # 600 MB resident: allocator noise (a few hundred KiB) stays a small share of the measure
 g = torch.Generator().manual_seed(0)
 imgs = torch.randint(0, 256, (2 * n, 3, 32, 32), dtype=torch.uint8, generator=g)
 test = ImageSet(imgs[:4], torch.zeros(4, dtype=torch.long))

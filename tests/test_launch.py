@@ -388,7 +388,8 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
 
 def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(data_root, tmp_path, capsys):
     out = tmp_path / "sweep"
-    status = reproduce.main([*GRID, "--methods=concept_poison,finetune", "--seeds=0", "--concept_bank=clip",
+    status = reproduce.main([*GRID, "--methods=concept_poison,finetune", "--seeds=0", "--compare_retrain=false",
+                             "--finetune_epochs=1", "--concept_bank=clip",
                              f"--concept_words={tmp_path / 'missing.txt'}", f"--data_root={data_root}",
                              f"--out_dir={out}"])
     assert status == 1
