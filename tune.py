@@ -637,12 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
-    except (ConceptError, DownloadError) as exc:  # its trial is stored FAIL without an error: not held against
-        print(f"error: {exc}", file=sys.stderr)   # its parameters, and queued again if it was the published one
-        return 1
-    except CacheBusy as exc:  # lock_timeout_min: another process trains the original model
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (ConceptError, DownloadError, CacheBusy) as exc:  # a missing file, package or weights (its trial is
+        print(f"error: {exc}", file=sys.stderr)  # FAIL without an error: not held against its parameters, queued
+        return 1                                 # again if published), or lock_timeout_min on the original
     except KeyboardInterrupt as exc:  # Optuna has stored the running trial as failed (no error: the sampler skips it)
         where = study_path(cfg) if cfg is not None else "the study"
         return interrupted(exc, f"{where} keeps its finished trials; the same command continues the study")
