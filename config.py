@@ -451,7 +451,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("seeds: give at least one seed, e.g. --seeds=0,1,2")
     if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise ConfigError(f"seeds: {cfg.seeds} must be distinct non-negative integers")
-    positive = ("forget_repeat", "train_epochs", "batch_size", "eval_batch_size", "mia_train_size", "relearn_every",
+    positive = ("forget_repeat", "train_epochs", "mia_train_size", "relearn_every",
                 "neggrad_stop_every", "neggrad_plus_stop_every", "neggrad_random_stop_window",
                 "neggrad_plus_random_stop_window")
     for key in positive:
@@ -462,14 +462,10 @@ def validate(cfg: Config) -> Config:
                           "runner_up")
     if cfg.relearn_eval_remain < -1:
         raise ConfigError(f"relearn_eval_remain: {cfg.relearn_eval_remain} must be -1 (per dataset), 0 (all) or more")
-    for key in ("unlearn_epochs", "train_limit", "test_limit", "num_threads", "train_seed", "relearn_lr"):
+    for key in ("train_limit", "test_limit", "num_threads", "train_seed", "relearn_lr"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 0")
-    for key in ("train_lr", "rep_lr", "out_lr"):
-        if not getattr(cfg, key) > 0:
-            raise ConfigError(f"{key}: {getattr(cfg, key)} must be greater than 0")
-    weights = ("weight_decay", "camu_rep_remain_weight", "camu_rep_forget_weight",
-               "camu_out_remain_weight", "camu_out_forget_weight")
+    weights = ("camu_rep_remain_weight", "camu_rep_forget_weight", "camu_out_remain_weight", "camu_out_forget_weight")
     for key in weights:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 0")
@@ -532,7 +528,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
                           f"{cfg.dataset} use clip (the paper's) or nmf")
     for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
-                "concept_poison_ig_steps", "concept_poison_epochs", "concept_poison_batch_size"):
+                "concept_poison_ig_steps", "concept_poison_epochs"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must be at least 1")
     for key in ("concept_quantile", "concept_retention_quantile"):
@@ -540,27 +536,25 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must lie in (0, {0.5 if key == 'concept_quantile' else 1})")
     if not cfg.concept_pcbm_lam > 0:
         raise ConfigError(f"concept_pcbm_lam: {cfg.concept_pcbm_lam} must be positive")
-    if cfg.concept_poison_patch < 0 or not cfg.concept_poison_lr > 0 or cfg.concept_poison_momentum < 0:
-        raise ConfigError("concept_poison_patch, concept_poison_lr, concept_poison_momentum: patch >= 0, lr > 0, "
-                          "momentum >= 0")
-    _check_method_keys(cfg)
+    if cfg.concept_poison_patch < 0:
+        raise ConfigError(f"concept_poison_patch: {cfg.concept_poison_patch} must be at least 0")
+    _check_key_kinds(cfg)
     if cfg.scenario == "random" and cfg.forget_fraction * (cfg.forget_repeat + 1) > 1:
         raise ConfigError(f"forget_fraction: {cfg.forget_fraction} x (forget_repeat {cfg.forget_repeat} + 1) must "
                           "be at most 1: D_s draws forget_repeat remaining samples per forget sample")
     if 0 < cfg.test_limit < 2:
         raise ConfigError(f"test_limit: {cfg.test_limit}: the MIAs fit on half the test rows and test on the "
                           "other half, so at least 2 (0: all)")
-    if cfg.ulira_epochs < 1:
-        raise ConfigError(f"ulira_epochs: {cfg.ulira_epochs} must be at least 1")
     run_name = cfg.run_name or f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"run_name: {run_name!r} must be a plain folder name")
     return dataclasses.replace(cfg, run_name=run_name, bf16=switch[cfg.bf16.lower()])
 
 
-# The baselines' own keys share a few kinds, checked by name here, before any work: the methods
-# check them again when they run (they can be called directly), but then after the original
-# model, with a traceback. Each: the values it applies to, the test a value must pass, the message.
+# Keys of a few kinds (batch sizes, epochs, learning rates, momenta, weight decays, optimisers: the
+# baselines' and the shared ones), checked by name here, before any work; the methods check their
+# own again when they run (they can be called directly), but then after the original model, with a
+# traceback. Each kind: the values it applies to, the test a value must pass, the message.
 _NUMBER = (int, float)
 _KEY_KINDS = (("batch_size", _NUMBER, lambda v: v >= 1, "must be at least 1"),
               ("_epochs", _NUMBER, lambda v: v >= 0, "must be at least 0"),
@@ -575,11 +569,12 @@ _KEY_RANGES = {"bad_teacher_retain_fraction": (lambda v: 0 <= v <= 1, "must lie 
                "scrub_msteps": (lambda v: v >= 0, "must be at least 0"),
                "scrub_kd_t": (lambda v: v > 0, "must be greater than 0"),
                "salun_threshold": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+               "ulira_epochs": (lambda v: v >= 1, "must be at least 1"),
                **{f"{m}_{kind}stop_acc": (lambda v: v <= 100, "must be at most 100 (a percentage; negative: off)")
                   for m in ("neggrad", "neggrad_plus") for kind in ("", "random_")}}
 
 
-def _check_method_keys(cfg: Config) -> None:
+def _check_key_kinds(cfg: Config) -> None:
     for f in dataclasses.fields(Config):
         value = getattr(cfg, f.name)
         if isinstance(value, bool) or f.name == "relearn_lr":  # relearn_lr: 0 picks the dataset's rate
@@ -657,8 +652,7 @@ def tune_command(cfg: Config) -> str:
     preset = Path("configs") / f"{cfg.dataset}_{kind}.yaml"
     where = (f"{preset} --method={cfg.method}" if (Path(__file__).resolve().parent / preset).is_file()
              else f"--dataset={cfg.dataset} --scenario={cfg.scenario} --method={cfg.method}")
-    default_dir = next(f.default for f in dataclasses.fields(Config) if f.name == "tuned_dir")
-    return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != default_dir else "")
+    return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != Config.tuned_dir else "")
 
 
 def _layer_tuned(cfg: Config, probe: Config) -> Config:
