@@ -229,7 +229,13 @@ def _changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [f"{k} {stored[k]!r} -> {current[k]!r}" for k in sorted(stored) if k in current and stored[k] != current[k]]
 
 
-def check_stored_settings(plan: Plan) -> None:
+def grid_configs(plan: Plan) -> dict[tuple[str, str, str], Config]:
+    """Each (dataset, scenario, method) of the grid's config; a bad override raises ConfigError here."""
+    return {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
+            for s in plan.axis("scenarios") for m in plan.axis("methods")}
+
+
+def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config]) -> None:
     """ConfigError unless the grid's cells can sit beside the cells stored in ``out_dir``.
 
     A stored cell is skipped, not computed again, and the tables put every cell of a scenario in
@@ -237,36 +243,36 @@ def check_stored_settings(plan: Plan) -> None:
     share the keys that define the data, the split, the original model and the evaluation
     (``config.scenario_settings``), and a stored cell the keys of its own method. Otherwise a run
     with e.g. ``--train_limit=3000`` into a folder of full runs reported the full runs.
+    ``configs``: ``grid_configs(plan)``.
     """
+    kinds: dict[tuple[str, str], dict[str, Path]] = {}  # per scenario: one stored cell per distinct setting
+    stored: dict[Path, dict[str, Any]] = {}
     for d in plan.axis("datasets"):
         for s in plan.axis("scenarios"):
-            folder = plan.out_dir / "cells" / f"{d}-{s}"
-            stored = {p: c["config"] for p in sorted(folder.glob("*.json"))
-                      if (c := read_cell(p)) is not None and isinstance(c.get("config"), dict)}
-            if not stored:
-                continue
-            kinds: dict[str, tuple[Path, dict[str, Any]]] = {}  # one stored cell per distinct scenario setting
-            for path, config in stored.items():
-                kinds.setdefault(json.dumps(scenario_settings(config), sort_keys=True, default=str), (path, config))
-            for m in plan.axis("methods"):
-                cfg = cell_config(plan, d, s, m)
-                current = cfg.to_dict()
-                for path, config in kinds.values():
-                    changed = _changes(scenario_settings(config), scenario_settings(current))
-                    if changed:
-                        raise ConfigError(f"{path} was computed with other settings ({', '.join(changed[:4])}): "
-                                          "use another out_dir for them")
-                for cell in (c for c in plan.cells() if (c.dataset, c.scenario, c.method) == (d, s, m)):
-                    config = stored.get(cell.path(plan.out_dir))
-                    if config is None:
-                        continue
-                    tuned_keys = SEARCH_SPACES.get(m, {}) if cfg.tuned else {}  # the tuned file's hash decides
-                    own = {k for k in current if key_owner(k) == m and k not in tuned_keys}
-                    changed = _changes({k: v for k, v in config.items() if k in own}, current)
-                    if changed:
-                        raise ConfigError(f"{cell.path(plan.out_dir)} was computed with other settings of {m} "
-                                          f"({', '.join(changed[:4])}): use another out_dir, or --variant=NAME to "
-                                          "store them beside it")
+            kinds[(d, s)] = {}
+            for p in sorted((plan.out_dir / "cells" / f"{d}-{s}").glob("*.json")):
+                if (c := read_cell(p)) is not None and isinstance(c.get("config"), dict):
+                    stored[p] = c["config"]
+                    kinds[(d, s)].setdefault(json.dumps(scenario_settings(c["config"]), sort_keys=True, default=str), p)
+    for (d, s, _m), cfg in configs.items():
+        current = scenario_settings(cfg.to_dict())
+        for path in kinds[(d, s)].values():
+            changed = _changes(scenario_settings(stored[path]), current)
+            if changed:
+                raise ConfigError(f"{path} was computed with other settings ({', '.join(changed[:4])}): "
+                                  "use another out_dir for them")
+    for cell in plan.cells():
+        path = cell.path(plan.out_dir)
+        if path not in stored:
+            continue
+        cfg = configs[(cell.dataset, cell.scenario, cell.method)]
+        tuned_keys = SEARCH_SPACES.get(cell.method, {}) if cfg.tuned else {}  # the tuned file's hash decides
+        current = cfg.to_dict()
+        own = {k for k in current if key_owner(k) == cell.method and k not in tuned_keys}
+        changed = _changes({k: v for k, v in stored[path].items() if k in own}, current)
+        if changed:
+            raise ConfigError(f"{path} was computed with other settings of {cell.method} ({', '.join(changed[:4])}): "
+                              "use another out_dir, or --variant=NAME to store them beside it")
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:
@@ -284,8 +290,7 @@ def in_grid(cell: dict[str, Any], plan: Plan) -> bool:
 
 def cell_jobs(plan: Plan) -> list[CellJob]:
     """Every missing cell of the grid as a launcher job (every config checked first)."""
-    configs = {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
-               for s in plan.axis("scenarios") for m in plan.axis("methods")}
+    configs = grid_configs(plan)
     pending = [c for c in plan.cells() if needs_run(c, configs[(c.dataset, c.scenario, c.method)], plan.out_dir)]
     return [CellJob(c.header(), configs[(c.dataset, c.scenario, c.method)], c.path(plan.out_dir),
                     file_state(c.path(plan.out_dir))) for c in pending]
@@ -348,12 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = parse_plan(argv)
         if options.launcher == "submitit":
             plan = plan.with_absolute_paths()
-        if not plan.table_only:
-            for d in plan.axis("datasets"):  # a bad override stops here, before any cell runs
-                for s in plan.axis("scenarios"):
-                    for m in plan.axis("methods"):
-                        cell_config(plan, d, s, m)
-            check_stored_settings(plan)
+        if not plan.table_only:  # a bad override, or settings other than the stored cells', stop here
+            check_stored_settings(plan, grid_configs(plan))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -105,7 +105,8 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
         cell.path(out).write_text(json.dumps({**cell.header(), "row": {"remain_acc": 99.0}, "config": cfg.to_dict()}))
     for same in ([], ["--num_threads=1", "--compare_retrain=false", "--relearn=false", "--seeds=0"],
                  ["--methods=finetune", "--variant=fast", "--finetune_lr=0.5"], ["--methods=retrain"]):
-        reproduce.check_stored_settings(reproduce.parse_plan([*base, *same]))
+        same_plan = reproduce.parse_plan([*base, *same])
+        reproduce.check_stored_settings(same_plan, reproduce.grid_configs(same_plan))
     for other, says in ((["--train_limit=1000"], "train_limit 2000 -> 1000"),
                         (["--finetune_lr=0.5"], "other settings of finetune (finetune_lr 0.01 -> 0.5)"),
                         (["--methods=camu", "--variant=c3", "--forget_class=3"], "forget_class 0 -> 3")):
