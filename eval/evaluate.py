@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from data.datasets import Dataset
 from data.rng import generator
 from data.splits import Split
 from eval.accuracy import accuracy
-from eval.mia import faithful_mia
+from eval.mia import faithful_mia, mia_rows
 from eval.mia_suite import mia_suite
 from eval.predict import predict
 from models.runtime import Runtime
@@ -59,8 +61,24 @@ def accuracies(train_logits: torch.Tensor, test_logits: torch.Tensor, data: Data
     }
 
 
+_said_rows: set[tuple[int, int, int, int]] = set()
+
+
+def say_reduced_mia_rows(train_size: int, n_sample: int, n_test: int, n_forget: int) -> None:
+    """One stderr line (once per set of sizes) when the faithful MIA fits or evaluates on fewer rows
+    than the protocol's (``mia_train_size`` members and non-members; |D_f| unseen test rows)."""
+    fit, held_out = mia_rows(train_size, n_sample, n_test, n_forget)
+    key = (train_size, n_sample, n_test, n_forget)
+    if (fit < train_size or held_out < n_forget) and key not in _said_rows:
+        _said_rows.add(key)
+        print(f"warning: faithful MIA on a small slice: fit on {fit} members and {fit} non-members "
+              f"(mia_train_size {train_size}; D_s has {n_sample}, the test set {n_test}), evaluated on "
+              f"{n_forget} forget rows and {held_out} unseen test rows", file=sys.stderr)
+
+
 def mia_score(train_logits: torch.Tensor, test_logits: torch.Tensor, split: Split, cfg: Config, seed: int) -> float:
     """The faithful MIA: members drawn from D_s in a seeded shuffled order, as the release's loader."""
+    say_reduced_mia_rows(cfg.mia_train_size, len(split.sample), len(test_logits), len(split.forget))
     order = torch.randperm(len(split.sample), generator=generator(seed, "mia/members"))
     members = split.sample[order].to(train_logits.device)
     forget = split.forget.to(train_logits.device)

@@ -39,6 +39,14 @@ def attack_accuracy(train_members: np.ndarray, train_nonmembers: np.ndarray, eva
     return float((predicted == y_eval).mean())
 
 
+def mia_rows(train_size: int, n_sample: int, n_test: int, n_forget: int) -> tuple[int, int]:
+    """Rows the faithful MIA can use: members (and as many non-members) to fit on, and the
+    unseen test rows that stand beside D_f as evaluation non-members. Below ``train_size``
+    and ``n_forget`` only on sets smaller than the protocol assumes (slices)."""
+    n = min(train_size, n_sample, n_test // 2)
+    return n, min(n_forget, max(n_test - n, 0))
+
+
 def faithful_mia(sample_logits: torch.Tensor, test_logits: torch.Tensor, forget_logits: torch.Tensor,
                  train_size: int = 4000, fit_fraction: float = 0.99, seed: int = 0,
                  n_jobs: int | None = None) -> float:
@@ -48,8 +56,8 @@ def faithful_mia(sample_logits: torch.Tensor, test_logits: torch.Tensor, forget_
     ``test_logits``: the test set in order (its first ``train_size`` rows are non-members,
     the next |D_f| the evaluation non-members); ``forget_logits``: all of D_f.
     """
-    n = min(train_size, len(sample_logits), len(test_logits) // 2)
-    if n < 1 or len(test_logits) - n < 1:  # no row to fit on, or none held out: no score to give
+    n, held_out = mia_rows(train_size, len(sample_logits), len(test_logits), len(forget_logits))
+    if n < 1 or held_out < 1:  # no row to fit on, or none held out: no score to give
         return float("nan")
     test = sorted_softmax(test_logits)
     return attack_accuracy(sorted_softmax(sample_logits[:n]), test[:n], sorted_softmax(forget_logits),

@@ -131,3 +131,19 @@ def test_faithful_mia_without_rows_to_fit_on_is_nan_not_a_score():
     assert math.isnan(faithful_mia(sample, torch.randn(1, 10), forget, train_size=40, n_jobs=1))
     assert math.isnan(faithful_mia(sample[:0], torch.randn(30, 10), forget, train_size=40, n_jobs=1))
     assert 0.0 <= faithful_mia(sample, torch.randn(30, 10), forget, train_size=40, n_jobs=1) <= 1.0
+
+
+def test_faithful_mia_says_when_a_slice_leaves_it_fewer_rows(capsys):
+    """On a slice the attacker silently fitted on fewer rows than mia_train_size; now one line says so."""
+    from eval.evaluate import say_reduced_mia_rows
+    from eval.mia import mia_rows
+
+    assert mia_rows(4000, 54000, 10000, 5923) == (4000, 5923)  # MNIST class 0: the protocol's rows
+    assert mia_rows(4000, 900, 1000, 300) == (500, 300)  # fit capped by half the test set
+    assert mia_rows(4000, 100, 1000, 950) == (100, 900)  # fit by D_s; the held-out rows by the test set
+    say_reduced_mia_rows(4000, 54000, 10000, 5923)
+    assert capsys.readouterr().err == ""
+    say_reduced_mia_rows(4000, 100, 1000, 950)
+    say_reduced_mia_rows(4000, 100, 1000, 950)  # once per set of sizes
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fit on 100 members" in err[0] and "950 forget rows and 900 unseen" in err[0]
