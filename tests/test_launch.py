@@ -28,9 +28,9 @@ from models.cache import CacheBusy, cache_lock, hold
 from models.original import original_path
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1", "--train_limit=2000",
-        "--test_limit=500", "--train_epochs=1", "--mia_train_size=300", "--mia_attacks=efficacy", "--relearn=false",
-        "--download=false", "--num_threads=1"]
+GRID = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1", "--train_limit=1000",
+        "--test_limit=300", "--train_epochs=1", "--unlearn_epochs=1", "--finetune_epochs=1", "--mia_train_size=100",
+        "--mia_attacks=efficacy", "--relearn=false", "--download=false", "--num_threads=1"]
 SUBMITIT = ["--launcher=submitit", "--submitit_cluster=local", "--slurm_array_parallelism=2",
             "--slurm_gpus_per_task=0", "--slurm_timeout_min=10"]
 # What a cell measures about its own run; every other byte of the file is the same whoever computed it.

@@ -51,7 +51,7 @@ def test_redirected_main_log_stays_small(small_cfg, tmp_path):
     """A whole run (original training, unlearning, evaluation) redirected to a file."""
     log = tmp_path / "log.txt"
     args = [sys.executable, "main.py", f"--data_root={small_cfg.data_root}", "--download=false",
-            "--train_limit=2000", "--test_limit=1000", "--train_epochs=2", "--seeds=0,1",
+            "--train_limit=1000", "--test_limit=400", "--mia_train_size=100", "--train_epochs=2", "--seeds=0,1",
             "--compare_retrain=false", f"--out_dir={tmp_path / 'runs'}", "--num_threads=2"]
     with open(log, "w") as f:
         proc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300)

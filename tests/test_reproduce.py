@@ -28,8 +28,8 @@ from report import format_table, load_studies, scenario_table, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1",
-        "--train_limit=2000", "--test_limit=500", "--train_epochs=1", "--mia_train_size=300",
-        "--mia_attacks=efficacy", "--relearn_every=20", "--download=false", "--num_threads=2"]
+        "--train_limit=1000", "--test_limit=300", "--train_epochs=1", "--unlearn_epochs=1", "--finetune_epochs=1",
+        "--mia_train_size=100", "--mia_attacks=efficacy", "--relearn_every=20", "--download=false", "--num_threads=2"]
 
 
 @pytest.mark.parametrize("bad", [["--datasets=svhn"], ["--methods=camu,nosuch"], ["--scenarios=half"],
@@ -107,7 +107,7 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
                  ["--methods=finetune", "--variant=fast", "--finetune_lr=0.5"], ["--methods=retrain"]):
         same_plan = reproduce.parse_plan([*base, *same])
         reproduce.check_stored_settings(same_plan, reproduce.grid_configs(same_plan))
-    for other, says in ((["--train_limit=1000"], "train_limit 2000 -> 1000"),
+    for other, says in ((["--train_limit=500"], "train_limit 1000 -> 500"),
                         (["--finetune_lr=0.5"], "other settings of finetune (finetune_lr 0.01 -> 0.5)"),
                         (["--methods=camu", "--variant=c3", "--forget_class=3"], "forget_class 0 -> 3")):
         before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
