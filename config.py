@@ -605,7 +605,7 @@ def key_owner(key: str) -> str | None:
     if key.startswith("concept_"):
         return "concept_poison"
     if "method" not in _CHOICES:
-        raise RuntimeError("key_owner reads the method names: import unlearn first")
+        import unlearn  # noqa: F401  (registers the method names; imported here, not at the top: a cycle)
     owners = [m for m in _CHOICES["method"] if key.startswith(f"{m}_")]
     return max(owners, key=len) if owners else None  # neggrad_plus_lr: neggrad_plus, not neggrad
 

@@ -363,9 +363,11 @@ def test_docs_config_table_matches_the_dataclass():
 
 
 def test_config_imports_no_registry():
-    code = "import sys, config; print(sorted(m for m in ('unlearn', 'eval', 'torch') if m in sys.modules))"
+    """Nor does it need one imported first: a key's owner reads the method names (it raised without them)."""
+    code = ("import sys, config; print(sorted(m for m in ('unlearn', 'eval', 'torch') if m in sys.modules)); "
+            "print(config.key_owner('neggrad_plus_lr'), config.key_owner('rep_lr'), config.key_owner('seeds'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert out.stdout.strip().splitlines() == ["[]", "neggrad_plus camu None"], out.stdout + out.stderr
 
 
 def test_help_and_config_errors_import_no_slow_dependency():
