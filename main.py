@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from concepts import ConceptError
-from config import Config, load_config
+from config import Config, ConfigError, load_config
 from data import DataError, Dataset, Split, load_dataset, make_split
 from data.rng import generator
 from eval.evaluate import evaluate
@@ -204,11 +204,15 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def one_line_errors(work: Callable[[], int], kept: str) -> int:
-    """``work()``'s exit status, or 1 with one line for missing data, a missing optional package or
-    weights, a busy run folder or checkpoint, a full or read-only disk, or 130 with one line for a
-    Ctrl-C (the work's own account of what it kept, else ``kept``)."""
+    """``work()``'s exit status, or 2 with one line for a setting found wrong only during the work, 1
+    with one line for missing data, a missing optional package or weights, a busy run folder or
+    checkpoint, a full or read-only disk, or 130 with one line for a Ctrl-C (the work's own account
+    of what it kept, else ``kept``). main.py, tune.py and reproduce.py end their work through it."""
     try:
         return work()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1

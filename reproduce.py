@@ -43,11 +43,11 @@ from config import (
     scenario_settings,
     wants_help,
 )
-from data import DataError
 from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
 from launch.jobs import file_state
-from progress import configure_progress, interrupted
+from main import one_line_errors
+from progress import configure_progress
 from report import fill_gaps, load_studies, write_tables
 from unlearn import METHODS, SEARCH_SPACES
 
@@ -358,30 +358,25 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+
+    def dry_run() -> int:
+        launch.dry_run(cell_jobs(plan), len(plan.cells()), options, plan.out_dir)
+        return 0
+
+    def work() -> int:
+        outcome = sweep(plan, options=options) if not plan.table_only else launch.Outcome()
+        if not outcome.finished:
+            print(f"tables once the jobs are done: python reproduce.py --table-only {' '.join(argv)}")
+            return 0
+        write_outputs(plan, every_cell=not plan.table_only)
+        for failure in outcome.failures:
+            print(f"failed: {failure}", file=sys.stderr)
+        return 1 if outcome.failures else 0
+
     if options.dry_run:
-        try:
-            launch.dry_run(cell_jobs(plan), len(plan.cells()), options, plan.out_dir)
-        except DataError as exc:
-            print(f"data error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    outcome = launch.Outcome()
-    if not plan.table_only:
-        try:
-            outcome = sweep(plan, options=options)
-        except DataError as exc:
-            print(f"data error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as exc:
-            return interrupted(exc, f"finished cells stay in {plan.out_dir / 'cells'}; the same command computes "
-                                    "only the rest")
-    if not outcome.finished:
-        print(f"tables once the jobs are done: python reproduce.py --table-only {' '.join(argv)}")
-        return 0
-    write_outputs(plan, every_cell=not plan.table_only)
-    for failure in outcome.failures:
-        print(f"failed: {failure}", file=sys.stderr)
-    return 1 if outcome.failures else 0
+        return one_line_errors(dry_run, "nothing: a dry run writes nothing")
+    return one_line_errors(work, f"finished cells stay in {plan.out_dir / 'cells'}; the same command computes "
+                                 "only the rest")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,10 @@ from config import (
     wants_help,
 )
 from data import DataError
-from main import resolve_device, run_seed  # also registers the method and attack names validate checks
+from main import one_line_errors, resolve_device, run_seed  # also registers the method and attack names validate checks
 from models.cache import CacheBusy
 from models.resnet import DownloadError
-from progress import configure_progress, interrupted
+from progress import configure_progress
 from report import DT_SHORTFALL_LIMIT, git_commit, json_safe
 from storage import write_bytes, write_json
 from unlearn import SEARCH_SPACES
@@ -433,8 +433,9 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
                         trial.set_user_attr("avg_gap_per_seed", per_seed)
                         log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
                         raise optuna.TrialPruned()
-        except (DataError, ConceptError, DownloadError, KeyboardInterrupt, optuna.TrialPruned):
-            raise  # missing data, packages or weights fail every trial alike: not the parameters' doing
+        except (DataError, ConceptError, DownloadError, CacheBusy, KeyboardInterrupt, optuna.TrialPruned):
+            raise  # missing data, packages or weights, or a retrained model another process holds, fail every
+            # trial alike: not the parameters' doing
         except Exception as exc:  # the method (or a setting it refuses) broke: this trial failed, the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             trial.set_user_attr("error", reason)
@@ -627,23 +628,16 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(USAGE, FLAGS))
         return 0
     configure_progress()
-    cfg: Config | None = None
     try:
         opts, cfg = parse_tune_args(argv)
-        path = tune(cfg, opts)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except DataError as exc:
-        print(f"data error: {exc}", file=sys.stderr)
-        return 1
-    except (ConceptError, DownloadError, CacheBusy) as exc:  # a missing file, package or weights (its trial is
-        print(f"error: {exc}", file=sys.stderr)  # FAIL without an error: not held against its parameters, queued
-        return 1                                 # again if published), or lock_timeout_min on the original
-    except KeyboardInterrupt as exc:  # Optuna has stored the running trial as failed (no error: the sampler skips it)
-        where = study_path(cfg) if cfg is not None else "the study"
-        return interrupted(exc, f"{where} keeps its finished trials; the same command continues the study")
-    return 0 if path is not None else 1
+    # A missing concept file, package or weights (its trial is FAIL without an error: not held against
+    # its parameters, queued again if published) or lock_timeout_min on the original stops the study in
+    # one line; on Ctrl-C Optuna has stored the running trial as failed (the sampler skips it).
+    return one_line_errors(lambda: 0 if tune(cfg, opts) is not None else 1,
+                           f"{study_path(cfg)} keeps its finished trials; the same command continues the study")
 
 
 if __name__ == "__main__":

@@ -252,3 +252,28 @@ def test_a_full_disk_or_a_busy_checkpoint_is_one_line(error, says, capsys):
     assert capsys.readouterr().err.strip() == says
     with pytest.raises(FileNotFoundError):  # any other OSError is a bug to see whole
         main.one_line_errors(lambda: open("/nonexistent-dir/x").close() or 0, "")
+
+
+@pytest.mark.parametrize("command", ["main", "tune", "reproduce"])
+def test_every_command_ends_its_work_with_the_same_one_line_errors(command, tmp_path, monkeypatch, capsys):
+    """tune.py and reproduce.py kept their own handlers: a full disk while writing the tables or the
+    tuned file, or a retrained model held past lock_timeout_min, ended them in a traceback."""
+    import reproduce
+    import tune
+    from data import DataError
+
+    module = {"main": main, "tune": tune, "reproduce": reproduce}[command]
+    target = {"main": "run", "tune": "tune", "reproduce": "write_outputs"}[command]
+    argv = {"main": [f"--out_dir={tmp_path}"], "tune": ["--method=finetune", f"--out_dir={tmp_path}"],
+            "reproduce": ["--table-only", "--datasets=mnist", "--methods=camu", f"--out_dir={tmp_path}"]}[command]
+    for error, status, says in (
+            (OSError(28, "No space left on device", "/x/t.md"), 1, "error: No space left on device: /x/t.md"),
+            (main.CacheBusy("retrain-mnist-1.pt: still held"), 1, "error: retrain-mnist-1.pt: still held"),
+            (DataError("MNIST not found"), 1, "data error: MNIST not found"),
+            (main.ConfigError("tuned_dir: not writable"), 2, "config error: tuned_dir: not writable")):
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(module, target, fail)
+        assert module.main(argv) == status, (command, says)
+        assert capsys.readouterr().err.strip() == says
