@@ -714,7 +714,22 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     if echo:
         for key in overrides:
             print(f"override {key} = {getattr(cfg, key)!r}")
+    if cfg.tuned_file:
+        overlap = sorted(set(cfg.seeds) & set(tune_seeds_of(tuned_path(probe))))
+        if overlap:
+            were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
+            raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
+                              "its study did not see")
     return validate(cfg)
+
+
+def tune_seeds_of(path: Path) -> tuple[int, ...]:
+    """The tune seeds a tuned file's provenance names (``# tune seeds: 100,101 ...``); none if it names none."""
+    for line in path.read_text().splitlines():
+        found = re.match(r"# tune seeds: ([\d,]+)", line)
+        if found:
+            return tuple(int(s) for s in found.group(1).split(",") if s)
+    return ()
 
 
 HERE = Path(__file__).resolve().parent

@@ -43,7 +43,12 @@ from config import (
     wants_help,
 )
 from data import DataError
-from main import one_line_errors, resolve_device, run_seed  # also registers the method and attack names validate checks
+from main import (  # also registers the method and attack names validate checks
+    one_line_errors,
+    resolve_device,
+    run_seed,
+    split_for_seed,
+)
 from models.cache import CacheBusy
 from models.resnet import DownloadError
 from progress import configure_progress
@@ -147,6 +152,12 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
+    space = SEARCH_SPACES[cfg.method]
+    for key, value in published_params(cfg).items():  # queued as a trial: Optuna refuses a choice outside
+        if space[key].kind == "categorical" and value not in space[key].choices:  # (numbers run as given)
+            raise ConfigError(f"{key}: {value!r} is not one of the search space's choices "
+                              f"({', '.join(map(str, space[key].choices))}); the configured setting is tried "
+                              "as a trial, so give one of them")
     return opts, cfg
 
 
@@ -417,11 +428,13 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = suggest(trial, space)
-        rows, per_seed = [], []  # per_seed: each tune seed's avg_gap
+        rows, per_seed, times = [], [], []  # per_seed: each tune seed's avg_gap; times: its unlearning time
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
             for step, seed in enumerate(opts.tune_seeds):
                 row, seed_meta, _ = run_seed(trial_cfg, data, original, seed, references)
+                times.append(float(row["unlearn_time_s"]))  # on every trial, pruned and diverged ones too
+                trial.set_user_attr("unlearn_time_s", _mean(times))
                 if not seed_meta["weights_finite"]:
                     raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
                 rows.append(row)
@@ -612,6 +625,8 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
             torch.set_num_threads(cfg.num_threads)
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                             verify=cfg.verify_data)
+        for seed in opts.tune_seeds:  # a split the data cannot give: said before the original's training
+            split_for_seed(cfg, data.train.labels, seed)
         original, _ = original_model(cfg, data)
         objective = make_objective(cfg, opts, data, original, log)
         running = optuna.trial.TrialState.RUNNING

@@ -21,7 +21,7 @@ import yaml
 
 import main as main_mod
 import tune
-from config import Config, parse_args
+from config import Config, ConfigError, parse_args
 from report import group_cells
 from reproduce import Cell, Plan, cell_config, needs_run
 from unlearn.search_space import suggest
@@ -75,6 +75,8 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert cfg.tuned_file == str(path) and len(cfg.tuned_sha256) == 64
     assert parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true",
                             "--neggrad_epochs=1")).neggrad_epochs == 1  # overrides still win
+    with pytest.raises(ConfigError, match=r"seeds: 101 was a tune seed of .*neggrad\.yaml"):  # reporting on the
+        parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--seeds=0,101"))  # study's own
     doc = main_mod.run(cfg, log=lambda *_: None)
     assert doc["config"]["tuned_sha256"] == cfg.tuned_sha256 and doc["meta"]["complete"]
 
@@ -221,6 +223,11 @@ def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path:
     assert len(err) == 1 and "tune_seeds: 100" in err[0]
     assert not out.exists() and not (tmp_path / "tuned").exists()
     assert tune.main(_argv(data_root, out, tmp_path / "tuned", "retrain")) == 2  # nothing to tune
+    assert not out.exists()
+    capsys.readouterr()  # a configured choice outside the space: Optuna refused it in every run, after training
+    assert tune.main(_argv(data_root, out, tmp_path / "tuned", "scrub", "--scrub_forget_batch_size=100")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("config error: scrub_forget_batch_size: 100 is not one of")
     assert not out.exists()
 
 
@@ -465,6 +472,7 @@ def test_a_trial_worse_than_the_median_after_one_seed_is_pruned(data_root: Path,
     trials = [t for t in _trials(out, "mnist-class-neggrad")]
     assert [t.state.name for t in trials[:5]] == ["COMPLETE"] * 5
     assert trials[5].state.name == "PRUNED" and len(trials[5].user_attrs["avg_gap_per_seed"]) == 1
+    assert trials[5].user_attrs["unlearn_time_s"] > 0  # time is recorded on every trial, pruned ones too
     assert [t.state.name for t in trials[6:]] == ["WAITING"]  # a pruned trial counts as finished: the study
     # stopped at 6; the published setting, queued behind the test's trials, waits for a run asking for more
     summary = json.loads((out / "tuning" / "mnist-class-neggrad.json").read_text())
