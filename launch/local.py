@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from launch.worker import Job, run_stage
+from launch.worker import Job, failed_in, run_stage
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -35,21 +35,22 @@ def worker_settings(index: int, count: int, gpus: list[str], cpus: int, num_thre
     return env, num_threads or max(1, cpus // count)
 
 
-def _worker(jobs: list[Job], index: int, count: int, env: dict[str, str], threads: int) -> None:
+def _worker(jobs: list[Job], index: int, count: int, env: dict[str, str], threads: int, launch: str) -> None:
     os.environ.update(env)  # before anything touches CUDA in this fresh process
     torch.set_num_threads(threads)
     try:
-        failures = run_stage(jobs, index, count)
+        failures = run_stage(jobs, index, count, launch)
     except KeyboardInterrupt:  # a Ctrl-C reaches every worker; the parent says in one line what was kept
         sys.exit(130)
     sys.exit(1 if failures else 0)
 
 
-def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print) -> list[str]:
-    """Run one stage; returns the failures (one line each)."""
+def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print, launch: str = "") -> list[str]:
+    """Run one stage; returns the failures, one line per failed item (the workers mark them for
+    ``launch``), and one per worker that died without saying (killed, out of memory)."""
     count = min(workers, len(jobs))
     if count <= 1:
-        return run_stage(jobs)
+        return run_stage(jobs, launch=launch)
     cfg = jobs[0].cfg
     gpus = visible_gpus(cfg.device)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -61,7 +62,7 @@ def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print)
         env, threads = worker_settings(i, count, gpus, cpus, cfg.num_threads)
         where = f"GPU {env['CUDA_VISIBLE_DEVICES']}" if env else f"{threads} CPU threads"
         log(f"worker {i + 1}/{count}: {where}")
-        proc = context.Process(target=_worker, args=(jobs, i, count, env, threads), name=f"camu-worker-{i}")
+        proc = context.Process(target=_worker, args=(jobs, i, count, env, threads, launch), name=f"camu-worker-{i}")
         proc.start()
         procs.append(proc)
     try:
@@ -74,8 +75,8 @@ def run_local(jobs: list[Job], workers: int, log: Callable[[str], None] = print)
         for proc in procs:
             proc.join()
         raise
-    failures = []
+    failures = [line for line in (failed_in(job, launch) for job in jobs) if line is not None]
     for i, proc in enumerate(procs):
-        if proc.exitcode != 0:
+        if proc.exitcode not in (0, 1) or (proc.exitcode == 1 and not failures):  # 1: items failed, listed
             failures.append(f"worker {i + 1}/{count} exited with status {proc.exitcode}")
     return failures

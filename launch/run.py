@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +40,17 @@ def jobs_per_stage(items: int, options: LaunchOptions) -> int:
 def run(cells: list[CellJob], options: LaunchOptions, out_dir: Path, log: Callable[[str], None] = print) -> Outcome:
     """Train the missing shared models, then compute ``cells``."""
     plan, _ = stages(cells, options)
+    launch = uuid.uuid4().hex  # this launch's workers leave an item one of them saw fail (worker.run_stage)
     if options.launcher == "submitit":
         try:
-            failures, finished = submit(plan, options.slurm, out_dir, options.wait, log)
+            failures, finished = submit(plan, options.slurm, out_dir, options.wait, log, launch)
         except RuntimeError as exc:  # no sbatch / srun here: submitit says so
             return Outcome([f"submitit: {exc}"])
         return Outcome(failures, finished)
     failures: list[str] = []
     for _, jobs in plan:
         if jobs:
-            failures += run_local(jobs, options.workers, log)
+            failures += run_local(jobs, options.workers, log, launch)
         if failures:
             break  # cells would train what stage 1 failed to
     return Outcome(failures)

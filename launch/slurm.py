@@ -50,7 +50,7 @@ def additional(slurm: Config) -> dict[str, str]:
 
 
 def submit(stages: list[tuple[str, list[Job]]], slurm: Config, out_dir: Path, wait: bool,
-           log: Callable[[str], None] = print) -> tuple[list[str], bool]:
+           log: Callable[[str], None] = print, launch: str = "") -> tuple[list[str], bool]:
     """Submit every non-empty stage; returns (failures, whether all jobs have finished)."""
     ex = executor(slurm, out_dir)
     scheduled = slurm.submitit_cluster == "slurm"
@@ -65,7 +65,7 @@ def submit(stages: list[tuple[str, list[Job]]], slurm: Config, out_dir: Path, wa
         if after:
             extra |= {"dependency": f"afterok:{after}", "kill_on_invalid_dep": "yes"}
         ex.update_parameters(name=f"camu-{name}", slurm_additional_parameters=extra)
-        handles = ex.map_array(StageWorker(), [jobs] * count, list(range(count)), [count] * count)
+        handles = ex.map_array(StageWorker(), [jobs] * count, list(range(count)), [count] * count, [launch] * count)
         arrays = sorted({h.job_id.split("_")[0] for h in handles})
         log(f"stage {name}: {len(jobs)} {name} in {count} jobs: {', '.join(h.job_id for h in handles)}"
             f"{f' (after {after})' if after else ''}; logs in {out_dir / 'slurm'}")

@@ -9,6 +9,7 @@ function runs in this process, in local worker processes and in SLURM array task
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -45,6 +46,20 @@ def cell_lock(path: Path) -> FileLock:
 
 def job_lock(job: Job) -> FileLock:
     return cache_lock(job.path) if isinstance(job, ModelJob) else cell_lock(job.path)
+
+
+def failure_marker(job: Job) -> Path:
+    """``.NAME.failed`` beside the item's file: which launch saw the item fail, and how (one line)."""
+    return job.path.parent / f".{job.path.name}.failed"
+
+
+def failed_in(job: Job, launch: str) -> str | None:
+    """The failure line this launch's marker holds for ``job``, or None (no marker, or another launch's)."""
+    try:
+        marker = json.loads(failure_marker(job).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker.get("failure") if isinstance(marker, dict) and launch and marker.get("launch") == launch else None
 
 
 def finished_elsewhere(job: Job) -> bool:
@@ -124,8 +139,32 @@ def compute_cell(job: CellJob, res: Resources) -> None:
                f"D_t {row['test_acc']:.2f} MIA {row['mia']:.3f}")
 
 
-def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
-    """Worker ``index`` of ``count`` over ``jobs`` (its own share first); returns the failures, one line each."""
+def attempt(job: Job, res: Resources) -> str | None:
+    """Train or compute ``job``; its failure in one line, or None. Missing data stops the worker."""
+    try:
+        if isinstance(job, ModelJob):
+            train_model(job, res)
+        else:
+            compute_cell(job, res)
+    except DataError:
+        raise
+    except (ConceptError, DownloadError) as exc:  # a missing package, file or weights: its message says it all
+        print(f"{job.label}: {exc}", file=sys.stderr)
+        return f"{job.label}: {exc}"
+    except Exception as exc:  # one bad item must not stop the others; the run reports it
+        traceback.print_exc(file=sys.stderr)
+        return f"{job.label}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "") -> list[str]:
+    """Worker ``index`` of ``count`` over ``jobs`` (its own share first); returns the failures, one line each.
+
+    An item that fails is marked failed for ``launch`` (``failure_marker``, written under its lock):
+    the launch's other workers, which go through every item, leave it instead of each trying it
+    again (a model that fails after hours would otherwise cost that much once per worker and be
+    reported once per worker). A later launch tries it again; a success removes the marker.
+    """
     configure_progress()  # worker processes and SLURM jobs write to log files
     order = jobs[index::count] + [j for k, j in enumerate(jobs) if k % count != index]
     res = Resources()
@@ -138,20 +177,16 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1) -> list[str]:
         except Timeout:
             continue  # another worker is on it
         try:
-            if finished_elsewhere(job):
+            if finished_elsewhere(job) or failed_in(job, launch) is not None:
                 continue
-            if isinstance(job, ModelJob):
-                train_model(job, res)
-            else:
-                compute_cell(job, res)
-        except DataError:
-            raise
-        except (ConceptError, DownloadError) as exc:  # a missing package, file or weights: its message says it all
-            print(f"{job.label}: {exc}", file=sys.stderr)
-            failures.append(f"{job.label}: {exc}")
-        except Exception as exc:  # one bad item must not stop the others; the run reports it
-            traceback.print_exc(file=sys.stderr)
-            failures.append(f"{job.label}: {type(exc).__name__}: {exc}")
+            failure = attempt(job, res)
+            if failure is None:
+                failure_marker(job).unlink(missing_ok=True)
+                continue
+            failures.append(failure)
+            if launch:
+                with contextlib.suppress(OSError):  # no room for the marker either: the others try the item again
+                    write_json(failure_marker(job), {"launch": launch, "failure": failure})
         finally:
             lock.release()
     return failures
@@ -170,11 +205,11 @@ class StageWorker(submitit.helpers.Checkpointable):
     the torch threads unless ``num_threads`` does (torch's default counts the node's cores).
     """
 
-    def __call__(self, jobs: list[Job], index: int, count: int) -> list[str]:
+    def __call__(self, jobs: list[Job], index: int, count: int, launch: str = "") -> list[str]:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
         if cpus.isdigit() and jobs and not jobs[0].cfg.num_threads:
             torch.set_num_threads(int(cpus))
-        failures = run_stage(jobs, index, count)
+        failures = run_stage(jobs, index, count, launch)
         if failures:
             raise StageFailed(f"{len(failures)} of {len(jobs)} items failed: " + " | ".join(failures))
         return failures

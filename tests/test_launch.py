@@ -358,7 +358,7 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
 
     monkeypatch.setattr(local, "run_stage", interrupted)
     with pytest.raises(SystemExit) as exit_:
-        local._worker([], 0, 2, {}, 1)
+        local._worker([], 0, 2, {}, 1, "")
     assert exit_.value.code == 130
 
     signalled = []
@@ -386,15 +386,17 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
     assert signalled == [(1000, signal.SIGINT), (1001, signal.SIGINT)]
 
 
-def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(data_root, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(workers, data_root, tmp_path, capsys):
+    """With worker processes too: the parent said only 'worker 1/2 exited with status 1'."""
     out = tmp_path / "sweep"
     status = reproduce.main([*GRID, "--methods=concept_poison,finetune", "--seeds=0", "--compare_retrain=false",
                              "--finetune_epochs=1", "--concept_bank=clip",
                              f"--concept_words={tmp_path / 'missing.txt'}", f"--data_root={data_root}",
-                             f"--out_dir={out}"])
+                             f"--out_dir={out}", f"--workers={workers}"])
     assert status == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "exited with status" not in err
     missing = tmp_path / "missing.txt"
     assert f"failed: mnist-class concept_poison seed 0: concept_words file {missing} cannot be read" in err
     assert sorted(_cells(out)) == ["finetune-seed0.json"]
@@ -449,3 +451,30 @@ def test_dry_run_warns_when_one_item_outlasts_the_slurm_time_limit(tmp_path):
                                            "from the beginning: raise slurm_timeout_min")
     assert timeout_warning(est, LaunchOptions(launcher="submitit", slurm=parse_args(["--slurm_timeout_min=120"]))) == ""
     assert timeout_warning(est, LaunchOptions(launcher="local", slurm=slurm.slurm)) == ""  # no time limit there
+
+
+def test_an_item_that_failed_is_tried_once_per_launch_and_reported_once(monkeypatch, tmp_path):
+    """Each worker goes through every item: a failed one (its file unchanged, its lock free) was tried
+    again by every worker of the launch and reported by each; a new launch tries it again."""
+    from launch import worker
+    from launch.jobs import CellJob
+
+    tried: list[int] = []
+
+    def failing(job, res):
+        tried.append(job.seed)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(worker, "compute_cell", failing)
+    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
+    cfg = parse_args(["--download=false"])
+    jobs = [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
+                    tmp_path / f"camu-seed{s}.json") for s in range(3)]
+    reports = [worker.run_stage(jobs, i, 3, launch="a") for i in range(3)]  # three workers, one after another
+    assert sorted(tried) == [0, 1, 2] and [len(r) for r in reports] == [3, 0, 0]  # was 9 tries, 9 lines
+    assert reports[0][0] == "mnist-class camu seed 0: RuntimeError: out of memory"
+    assert [worker.failed_in(j, "a") for j in jobs] == reports[0]  # what run_local reports
+    assert worker.run_stage(jobs, 0, 1, launch="b") and sorted(tried) == [0, 0, 1, 1, 2, 2]  # a rerun retries
+    monkeypatch.setattr(worker, "compute_cell", lambda job, res: tried.append(job.seed))
+    assert worker.run_stage(jobs, 0, 1, launch="c") == []
+    assert not list(tmp_path.glob(".*.failed"))  # a success clears the mark
