@@ -393,6 +393,8 @@ def check_keys(args: list[str], flags: Collection[str]) -> None:
     types = _field_types()
     for arg in args:
         key = arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
+        if key in flags and key not in types:  # the command took its valued flags already: a bare one, given a value
+            raise ConfigError(f"--{key}: takes no value (give --{key} alone)")
         if key is not None and key not in types:
             raise ConfigError(unknown_key_message(key, [*types, *(f for f in flags if f not in types)]))
 

@@ -8,6 +8,7 @@ so a stored cell reads the same whichever launcher computed it.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 
 from config import Config, ConfigError, parse_args
@@ -52,4 +53,7 @@ def parse_options(argv: list[str]) -> tuple[LaunchOptions, list[str]]:
         raise ConfigError("workers: only with --launcher=local (submitit runs slurm_array_parallelism jobs)")
     if wait and launcher != "submitit":
         raise ConfigError("--wait: only with --launcher=submitit (the local launcher always waits)")
-    return LaunchOptions(launcher, workers, wait, dry, parse_args(slurm_args)), rest
+    # Only the launch keys are read from this config: its out_dir (checked by validate) is the temp folder,
+    # not the default 'runs' under the working directory, which a sweep writing elsewhere need not be able to write.
+    slurm = parse_args(slurm_args, base=Config(out_dir=tempfile.gettempdir()))
+    return LaunchOptions(launcher, workers, wait, dry, slurm), rest

@@ -316,6 +316,16 @@ def test_a_typo_of_a_command_s_own_flag_is_offered_that_flag(command, typo, mean
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag", ["--wait=true", "--dry-run=1", "--table-only=yes"])
+def test_a_bare_flag_given_a_value_says_so(flag, tmp_path, capsys):
+    """``--wait=true`` was 'unknown config key 'wait'; did you mean 'wait'?'."""
+    import reproduce
+
+    assert reproduce.main([flag, f"--out_dir={tmp_path / 'out'}"]) == 2
+    name = flag[2:].split("=")[0]
+    assert capsys.readouterr().err.strip() == f"config error: --{name}: takes no value (give --{name} alone)"
+
+
 def test_main_seed_typo_exits_2_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "--seed=1", f"--out_dir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

@@ -478,3 +478,19 @@ def test_an_item_that_failed_is_tried_once_per_launch_and_reported_once(monkeypa
     monkeypatch.setattr(worker, "compute_cell", lambda job, res: tried.append(job.seed))
     assert worker.run_stage(jobs, 0, 1, launch="c") == []
     assert not list(tmp_path.glob(".*.failed"))  # a success clears the mark
+
+
+def test_a_sweep_writing_elsewhere_runs_from_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    """The launch keys were validated as a whole default config, whose out_dir 'runs' lies in the working
+    folder: from a read-only one (a shared install) every sweep stopped with 'out_dir: no write access'."""
+    import config
+
+    here = tmp_path / "read-only"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    real_access = os.access
+    monkeypatch.setattr(config.os, "access", lambda path, mode: Path(path) != here and real_access(path, mode))
+    with pytest.raises(config.ConfigError, match="no write access"):  # the check is live: the folder itself fails
+        parse_args([f"--out_dir={here / 'runs'}"])
+    options, rest = parse_options(["--launcher=submitit", "--slurm_partition=gpu", f"--out_dir={tmp_path / 'out'}"])
+    assert options.slurm.slurm_partition == "gpu" and rest == [f"--out_dir={tmp_path / 'out'}"]
