@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 import os
 import re
 import sys
@@ -579,6 +580,8 @@ _KEY_RANGES = {"bad_teacher_retain_fraction": (lambda v: 0 <= v <= 1, "must lie 
 def _check_key_kinds(cfg: Config) -> None:
     for f in dataclasses.fields(Config):
         value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):  # nan passed every range check (nan < x is False)
+            raise ConfigError(f"{f.name}: {value!r} is not a finite number")
         if isinstance(value, bool) or f.name == "relearn_lr":  # relearn_lr: 0 picks the dataset's rate
             continue
         if f.name in _KEY_RANGES:

@@ -159,6 +159,8 @@ def test_forget_class_range_depends_on_dataset():
     (["--ulira_epochs=0"], "ulira_epochs"),
     (["--scenario=random", "--forget_fraction=0.6"], "forget_fraction"),  # D_s cannot be drawn from D_r
     (["--test_limit=1"], "test_limit"),
+    (["--scrub_lr_decay_rate=nan"], "scrub_lr_decay_rate: nan is not a finite number"),  # passed every range
+    (["--camu_rep_forget_weight=inf"], "camu_rep_forget_weight"),
 ])
 def test_config_errors(argv, word):
     with pytest.raises(ConfigError) as info:
