@@ -252,6 +252,17 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
     changed = sorted(k for k in stored if stored[k] != scope.get(k))  # keys added since keep their old behaviour
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
+    space = SEARCH_SPACES[cfg.method]
+    states = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    for t in summary["trials"]:  # what restore_trials reads, checked before the study file is touched
+        ok = (isinstance(t, dict) and isinstance(t.get("number"), int) and t.get("state") in states
+              and isinstance(t.get("params"), dict) and isinstance(t.get("user_attrs", {}), dict))
+        if not ok:
+            raise ConfigError(f"from_summary: {path} holds a trial that is not one tune.py stored")
+        unknown = sorted(set(t["params"]) - set(space))
+        if unknown:
+            raise ConfigError(f"from_summary: {path}: trial {t['number']} sets {', '.join(unknown)}, which "
+                              f"{cfg.method}'s search space no longer holds")
     return summary
 
 
@@ -292,7 +303,8 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
             user_attrs={**attrs, "restored_from": source},
             system_attrs={"fixed_params": params} if attrs.get("published") else {},  # as enqueue_trial left it
             # what trial.report gave the pruner: the mean after the first tune seed
-            intermediate_values={0: float(per_seed[0])} if per_seed and len(opts.tune_seeds) > 1 else {})
+            intermediate_values=({0: float(per_seed[0])} if per_seed and per_seed[0] is not None
+                                 and len(opts.tune_seeds) > 1 else {}))  # None: a non-finite gap, not reported
         drop = test_drop_constraint(frozen)[0]  # the constraint the objective set on a complete trial
         if state == optuna.trial.TrialState.COMPLETE and math.isfinite(drop):
             frozen.system_attrs["constraints:test_acc_below_retrain"] = drop

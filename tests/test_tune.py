@@ -109,6 +109,26 @@ def test_a_restored_study_draws_as_the_live_one_with_a_published_value_outside_t
     assert draws[0] == draws[1]
 
 
+def test_a_summary_tune_py_cannot_restore_is_a_config_error(tmp_path: Path) -> None:
+    """A trial of a key the space no longer holds was a KeyError, a non-finite first gap (null) a TypeError."""
+    cfg = parse_args(["--method=neggrad"])
+    path = tmp_path / "summary.json"
+    opts = tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(path))
+    base = {"study": "mnist-class-neggrad", "tune_seeds": [100, 101], "scope": {}}
+    trial = {"number": 0, "state": "COMPLETE", "value": 1.0, "params": {"neggrad_lr": 1e-4}, "user_attrs": {}}
+    for trials, says in (([{**trial, "params": {"neggrad_momentum": 0.9}}], "sets neggrad_momentum, which"),
+                         ([{**trial, "state": "DONE"}], "not one tune.py stored"), ([[1]], "not one tune.py stored")):
+        path.write_text(json.dumps({**base, "trials": trials}))
+        with pytest.raises(ConfigError, match=says):
+            tune.read_summary(cfg, opts)
+    failed = {**trial, "number": 1, "state": "FAIL", "value": None,
+              "user_attrs": {"avg_gap_per_seed": [None, 2.0], "error": "non-finite metrics"}}
+    path.write_text(json.dumps({**base, "trials": [trial, failed]}))
+    study = optuna.create_study()
+    tune.restore_trials(study, cfg, opts, tune.read_summary(cfg, opts))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"] and study.trials[1].intermediate_values == {}
+
+
 def test_a_study_restored_from_its_summary_continues_it(data_root: Path, shared: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """--from_summary fills an empty study with a committed summary's trials; the run adds only new ones."""
