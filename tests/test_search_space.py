@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from config import Config, _field_types
 from unlearn import DEFAULTS_OUTSIDE_SPACE, METHODS, SEARCH_SPACES
 from unlearn.search_space import Param, suggest
 
+ROOT = Path(__file__).resolve().parents[1]
 KIND_OF = {"float": float, "int": int}
 
 
@@ -38,6 +40,22 @@ def test_space_keys_types_ranges_and_defaults(method: str) -> None:
             assert not p.contains(default), f"{key}: listed as outside the space but {default} is inside"
         else:
             assert p.contains(default), f"{key}: default {default} outside [{p.low}, {p.high}]"
+
+
+def test_preset_values_outside_a_space_are_numbers_tune_py_runs_as_given() -> None:
+    """tune.py queues the configured setting as a trial: Optuna runs a number outside its range as
+    given but refuses a choice outside its list (tune.py then refuses the preset)."""
+    import yaml
+
+    outside = []
+    for preset in sorted((ROOT / "configs").glob("*.yaml")):
+        values = yaml.safe_load(preset.read_text())
+        for space in SEARCH_SPACES.values():
+            for key, p in space.items():
+                if key in values and not p.contains(values[key]):
+                    assert p.kind != "categorical", f"{preset.name}: {key} {values[key]!r} not among {p.choices}"
+                    outside.append((preset.stem, key, values[key]))
+    assert outside == [(f"{d}_random", "unlearn_epochs", 10) for d in ("cifar100", "cifar10", "fashion_mnist", "mnist")]
 
 
 def test_camu_space_covers_its_loss_weights() -> None:
