@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, argv = parse_options(argv)
         plan = parse_plan(argv)
+        if plan.table_only and (options.dry_run or options.launcher != "local" or options.workers > 1):
+            raise ConfigError("--table-only computes nothing: it takes no --dry-run, --launcher or --workers")
         if options.launcher == "submitit":
             plan = plan.with_absolute_paths()
         if not plan.table_only:  # a bad override, or settings other than the stored cells', stop here

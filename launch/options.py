@@ -51,6 +51,9 @@ def parse_options(argv: list[str]) -> tuple[LaunchOptions, list[str]]:
             rest.append(arg)
     if workers > 1 and launcher != "local":
         raise ConfigError("workers: only with --launcher=local (submitit runs slurm_array_parallelism jobs)")
+    if slurm_args and launcher != "submitit":  # else silently dropped: a forgotten --launcher=submitit
+        key = slurm_args[0][2:].split("=", 1)[0]
+        raise ConfigError(f"{key}: only with --launcher=submitit (the local launcher submits no SLURM job)")
     if wait and launcher != "submitit":
         raise ConfigError("--wait: only with --launcher=submitit (the local launcher always waits)")
     # Only the launch keys are read from this config: its out_dir (checked by validate) is the temp folder,

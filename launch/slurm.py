@@ -62,8 +62,9 @@ def submit(stages: list[tuple[str, list[Job]]], slurm: Config, out_dir: Path, wa
             continue
         count = min(len(jobs), slurm.slurm_array_parallelism)
         extra = additional(slurm)
-        if after:
-            extra |= {"dependency": f"afterok:{after}", "kill_on_invalid_dep": "yes"}
+        if after:  # a dependency of the user's own (slurm_additional) is kept beside it (',' is SLURM's and)
+            mine = extra.get("dependency")
+            extra |= {"dependency": f"afterok:{after}" + (f",{mine}" if mine else ""), "kill_on_invalid_dep": "yes"}
         ex.update_parameters(name=f"camu-{name}", slurm_additional_parameters=extra)
         handles = ex.map_array(StageWorker(), [jobs] * count, list(range(count)), [count] * count, [launch] * count)
         arrays = sorted({h.job_id.split("_")[0] for h in handles})

@@ -275,6 +275,38 @@ def test_sbatch_script_carries_the_slurm_keys_and_the_stage_dependency(tmp_path,
     assert f"export PYTHONPATH={ROOT}" in script
 
 
+def test_the_cells_array_keeps_a_dependency_of_the_user_s_own_beside_the_stage_one(monkeypatch, tmp_path):
+    """slurm_additional's dependency was replaced by the stage dependency for the cells array."""
+    from launch import slurm
+
+    calls = []
+
+    class Executor:
+        def update_parameters(self, **kw):
+            calls.append(kw)
+
+        def map_array(self, fn, *args):
+            return [SimpleNamespace(job_id=f"{len(calls)}_{i}") for i in range(len(args[0]))]
+
+    monkeypatch.setattr(slurm, "executor", lambda cfg, out: Executor())
+    options, _ = parse_options(["--launcher=submitit", "--slurm_additional=dependency=afterany:7 qos=high"])
+    stages = [("models", [SimpleNamespace()]), ("cells", [SimpleNamespace(), SimpleNamespace()])]
+    assert slurm.submit(stages, options.slurm, tmp_path, wait=False, log=lambda line: None) == ([], False)
+    models, cells = (c["slurm_additional_parameters"] for c in calls)
+    assert models == {"dependency": "afterany:7", "qos": "high"}
+    assert cells == {"dependency": "afterok:1,afterany:7", "qos": "high", "kill_on_invalid_dep": "yes"}
+
+
+@pytest.mark.parametrize("bad, says", [(["--slurm_partition=gpu"], "slurm_partition: only with --launcher=submitit"),
+                                       (["--table-only", "--dry-run"], "--table-only computes nothing"),
+                                       (["--table-only", "--workers=2"], "--table-only computes nothing")])
+def test_launch_flags_that_would_be_ignored_are_refused(bad, says, tmp_path, capsys):
+    assert reproduce.main([*bad, "--datasets=mnist", f"--out_dir={tmp_path / 'sweep'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: ") and says in err and "\n" not in err
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize("bad", [["--launcher=pbs"], ["--workers=0"], ["--workers=two"], ["--wait"],
                                  ["--launcher=submitit", "--workers=2"], ["--slurm_mem_gb=0"],
                                  ["--submitit_cluster=aws"], ["--slurm_additional=account"],
