@@ -436,9 +436,12 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     base = dataclasses.replace(cfg, compare_retrain=True, relearn=False, seeds=list(opts.tune_seeds))
     references: dict[int, dict[str, float]] = {}  # the retrained model's metrics per tune seed, evaluated once
 
+    commit = git_commit()
+
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("git_commit", commit)  # a resumed study can span commits: each trial says its own
         params = suggest(trial, space)
         rows, per_seed, times = [], [], []  # per_seed: each tune seed's avg_gap; times: its unlearning time
         try:
@@ -534,6 +537,23 @@ def _undated(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith(("# date:", "# commit:"))]
 
 
+def commit_line(written: str | None, trials: list[Any]) -> str:
+    """The provenance line of the writer's commit, and of the trials' commits where they differ from it
+    (``git_commit`` of each trial; trials run before 2026-12-01 did not record theirs)."""
+    def short(commit: str) -> str:
+        return commit if commit == "unrecorded" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+    written = written or "unrecorded"
+    counts: dict[str, int] = {}
+    for t in trials:
+        key = str(t.user_attrs.get("git_commit") or "unrecorded")
+        counts[key] = counts.get(key, 0) + 1
+    if set(counts) <= {written}:
+        return f"# commit: {written}"
+    shown = ", ".join(f"{short(c)} ({n} trial{'s' if n != 1 else ''})" for c, n in counts.items())
+    return f"# commit: {written} (written); the trials ran on {shown}"
+
+
 def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) -> Path | None:
     """The best trial's keys as TUNED_DIR/.../METHOD.yaml (with provenance) and the study's JSON summary."""
     import optuna
@@ -581,7 +601,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         *([f"# the published setting is kept: no feasible trial beats it by more than its standard error over "
            f"the tune seeds ({margin:.3f})"] if kept else []),
         f"# tune seeds: {','.join(map(str, opts.tune_seeds))} (reported seeds: {','.join(map(str, cfg.seeds))})",
-        f"# commit: {summary['git_commit']}",
+        commit_line(summary["git_commit"], trials),
         f"# date: {summary['date']}",
         f"# study: {summary['database']}",
         *([f"# restored: trials {restored} from {study.user_attrs['restored_from']}, then continued"]

@@ -67,6 +67,7 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     text = path.read_text()
     assert yaml.safe_load(text) == best.params
     assert "# trials: 3 finished" in text and "# tune seeds: 100,101" in text and "# commit:" in text
+    assert all(t.user_attrs["git_commit"] == trials[0].user_attrs["git_commit"] for t in trials)
     assert summary["best"]["number"] == best.number and len(summary["trials"]) == 3
 
     cfg = parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--compare_retrain=false",
@@ -107,6 +108,18 @@ def test_a_restored_study_draws_as_the_live_one_with_a_published_value_outside_t
         study.sampler = tune.failure_aware_tpe(7)
         draws.append(suggest(study.ask(), space))
     assert draws[0] == draws[1]
+
+
+def test_the_commit_line_names_the_trials_commits_where_they_differ_from_the_writer_s() -> None:
+    """A resumed study can span commits; the file named only the one that wrote it."""
+    from types import SimpleNamespace
+
+    a, b = "a" * 40, "b" * 40 + "-dirty"
+    trials = [SimpleNamespace(user_attrs={}), *(SimpleNamespace(user_attrs={"git_commit": c}) for c in (a, b, b))]
+    assert tune.commit_line(a, trials[1:2]) == f"# commit: {a}"
+    assert tune.commit_line(a, trials) == (f"# commit: {a} (written); the trials ran on unrecorded (1 trial), "
+                                           "aaaaaaa (1 trial), bbbbbbb-dirty (2 trials)")
+    assert tune._undated(tune.commit_line(a, trials)) == []  # a new commit alone does not rewrite the file
 
 
 def test_a_summary_tune_py_cannot_restore_is_a_config_error(tmp_path: Path) -> None:
