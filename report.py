@@ -171,21 +171,56 @@ def scenario_table(by_method: dict[str, list[dict[str, Any]]], scenario: str, ki
     raise ValueError(f"table kind {kind!r} is not one of markdown, csv, latex")
 
 
+def _float(x: float | None) -> float:
+    return math.nan if x is None else float(x)  # a stored NaN reads back as null
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (math.isnan(_float(a)) and math.isnan(_float(b)))
+
+
+OWN_REFERENCE = "†"
+OWN_REFERENCE_NOTE = (f"{OWN_REFERENCE} gaps against the retrained model that the row's own runs evaluated, which "
+                      "differs from the `retrain` row of this table (cells computed on other CPU kernels; "
+                      "docs/baselines.md).")
+
+
+def own_reference(by_method: dict[str, list[dict[str, Any]]]) -> set[str]:
+    """The rows whose gaps were taken against another retrained model than the ``retrain`` rows': cells that
+    carry their own gaps (``compare_retrain``) from a run whose retrained model evaluated differently."""
+    from eval.evaluate import METRICS
+
+    reference = {r.get("seed"): r for r in by_method.get("retrain", [])}
+    marked = set()
+    for method, rows in by_method.items():
+        for r in rows:
+            ref, theirs = reference.get(r.get("seed")), r.get("retrain")
+            if method != "retrain" and ref is not None and isinstance(theirs, dict) and any(
+                    k in theirs and k in ref and not _same(theirs[k], ref[k]) for k in METRICS):
+                marked.add(method)
+    return marked
+
+
 def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
     """Markdown: each method's absolute gap to the retrained model on the same split, and avg_gap
-    (mean +- std over seeds; MIA in points as avg_gap counts it); None when no row holds gaps."""
+    (mean +- std over seeds; MIA in points as avg_gap counts it); None when no row holds gaps.
+    A row whose gaps are against another retrained model than the table's ``retrain`` row is marked."""
     from eval.gaps import AVG_GAP_KEYS
 
+    marked = own_reference(by_method)
     lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap |",
              "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 1)]
     for method, rows in by_method.items():
-        flat = [{"seed": r["seed"], **{k: r["gap"][k] * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS},
-                 "avg_gap": r["avg_gap"]} for r in rows if r.get("gap")]
+        flat = [{"seed": r["seed"], **{k: _float(r["gap"][k]) * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS},
+                 "avg_gap": _float(r["avg_gap"])} for r in rows if r.get("gap")]
         if flat:
             mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
-            lines.append(f"| {method} | " + " | ".join(_pm(mean[k], std[k], "", " ± ")
-                                                       for k in (*AVG_GAP_KEYS, "avg_gap")) + " |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else None
+            name = f"{method} {OWN_REFERENCE}" if method in marked else method
+            lines.append(f"| {name} | " + " | ".join(_pm(mean[k], std[k], "", " ± ")
+                                                     for k in (*AVG_GAP_KEYS, "avg_gap")) + " |")
+    if len(lines) == 2:
+        return None
+    return "\n".join(lines) + "\n" + (f"\n{OWN_REFERENCE_NOTE}\n" if marked else "")
 
 
 def same_scenario_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -287,6 +322,7 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
     if not tuned_methods:
         return None
     retrain_dt = summarize(by_method.get("retrain", []), ("test_acc",))[0]["test_acc"]
+    marked = {name.removesuffix(TUNED) for name in own_reference(by_method)}
     lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | tuned D_t | "
              "D_t below retrain | within 5 pts | study: trials (failed, pruned), best objective | tuned keys |",
              "|---|---:|---:|---:|:---:|---:|---:|:---:|---|---|"]
@@ -308,9 +344,11 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
                           + ("-" if value is None else f"{value:.2f}"))
             keys = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in (best.get("params") or {}).items()) or "-"
-        lines.append(f"| {method} | {_fmt(pub_gap, '')} | {_fmt(tun_gap, '')} | {len(pub)}/{len(tun)} | {better} | "
+        name = f"{method} {OWN_REFERENCE}" if method in marked else method
+        lines.append(f"| {name} | {_fmt(pub_gap, '')} | {_fmt(tun_gap, '')} | {len(pub)}/{len(tun)} | {better} | "
                      f"{_fmt(tun_dt, 'test_acc')} | {_fmt(short, '')} | {within} | {provenance} | {keys} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{OWN_REFERENCE_NOTE} D_t below retrain: against the `retrain` row.\n"
+                                      if marked & set(tuned_methods) else "")
 
 
 def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = (),

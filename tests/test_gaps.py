@@ -34,7 +34,7 @@ def test_a_stored_null_gaps_as_nan():
 def _cell(method: str, forget_class: int, lr: float, remain: float) -> dict:
     config = {"dataset": "mnist", "scenario": "class", "method": method, "forget_class": forget_class,
               "train_limit": 0, "num_threads": 1, "finetune_lr": lr}
-    row = {"remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "mia": 0.25, "test_forget_acc": None}
+    row = {"seed": 0, "remain_acc": remain, "forget_acc": 0.0, "test_acc": 90.0, "mia": 0.25, "test_forget_acc": None}
     return {"dataset": "mnist", "scenario": "class", "method": method, "seed": 0, "row": row, "config": config}
 
 
@@ -57,3 +57,23 @@ def test_a_key_null_for_one_seed_has_no_mean_over_the_others():
     assert mean["remain_acc"] == pytest.approx(98.0) and std["remain_acc"] == pytest.approx((2 / 3) ** 0.5)
     assert mean["mia_loss"] is None and std["mia_loss"] is None
     assert summarize(rows[:1] + rows[2:], ("mia_loss",))[0]["mia_loss"] == pytest.approx(0.5)
+
+
+def test_rows_with_gaps_against_another_retrained_model_are_marked_and_null_gaps_read():
+    """A cell that carries its own gaps, from a run whose retrained model evaluated otherwise (other CPU
+    kernels), sat unmarked beside the table's retrain row; a stored null gap crashed the gap table."""
+    from report import OWN_REFERENCE, gap_table, group_cells
+
+    retrain = _cell("retrain", 0, 0.01, 98.0)
+    filled = _cell("finetune", 0, 0.01, 99.0)
+    own = _cell("scrub", 0, 0.01, 97.0)
+    elsewhere = {**retrain["row"], "remain_acc": 96.0}
+    own["row"] = {**own["row"], "retrain": elsewhere, "gap": gaps(own["row"], elsewhere), "avg_gap": 1.0}
+    own["row"]["gap"] = {**own["row"]["gap"], "mia": None}  # as a NaN reads back
+    by_method = group_cells(fill_gaps([retrain, filled, own]))[("mnist", "class")]
+    lines = gap_table(by_method).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:4]] == ["finetune", f"scrub {OWN_REFERENCE}"]
+    assert lines[3].split("|")[5].strip() == "-"  # the null MIA gap: no number, no crash
+    assert lines[-1].startswith(f"{OWN_REFERENCE} gaps against the retrained model")
+    same = {**own, "row": {**own["row"], "retrain": dict(retrain["row"])}}
+    assert OWN_REFERENCE not in gap_table(group_cells(fill_gaps([retrain, same]))[("mnist", "class")])
