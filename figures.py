@@ -43,7 +43,8 @@ def relearning_series(cells: list[dict[str, Any]], method_order: list[str] | tup
 def series_csv(by_method: dict[str, tuple[list[int], list[float], list[float], int]]) -> str:
     lines = ["method,step,gap_mean,gap_std,seeds"]
     for method, (steps, mean, std, n) in by_method.items():
-        lines += [f"{method},{s},{m!r},{d!r},{n}" for s, m, d in zip(steps, mean, std, strict=True)]
+        lines += [f"{method},{s},{m!r},{repr(d) if n > 1 else ''},{n}"  # one seed: no spread to give
+                  for s, m, d in zip(steps, mean, std, strict=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +65,8 @@ def figure_panels(by_method: dict[str, tuple[list[int], list[float], list[float]
 
 def method_colours(methods: list[str] | tuple[str, ...]) -> dict[str, str]:
     """One colour per method family (``bad_teacher`` and ``bad_teacher (tuned)`` share it); retrain black."""
-    palette = [f"C{i}" for i in range(10)] + ["tab:olive", "tab:cyan", "navy", "maroon", "darkgoldenrod"]
+    # matplotlib's ten, then colours none of them repeats (tab:olive and tab:cyan are C8 and C9)
+    palette = [f"C{i}" for i in range(10)] + ["navy", "maroon", "darkgoldenrod", "lime", "magenta"]
     families: dict[str, str] = {"retrain": "black"}
     for method in methods:
         family = method.split(" (")[0]
@@ -91,8 +93,9 @@ def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], lis
         for method, (steps, mean, std, n) in series.items():
             colour = colours[method]
             ax.plot(steps, mean, marker="o", markersize=3, color=colour, label=f"{method} ({n} seeds)")
-            ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
-                            [m + d for m, d in zip(mean, std, strict=True)], color=colour, alpha=0.15)
+            if n > 1:  # one seed has no spread: a band of width 0 would read as no variation
+                ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
+                                [m + d for m, d in zip(mean, std, strict=True)], color=colour, alpha=0.15)
         if scene in PAPER_LEVELS:
             level, label = PAPER_LEVELS[scene]
             ax.axhline(level, linestyle="--", color="black", linewidth=1, label=f"{label} ({level:g})")

@@ -234,6 +234,8 @@ def test_relearning_series_mean_over_seeds_csv_and_png(tmp_path):
     paths = write_relearning(cells, tmp_path, ["retrain"], log=lambda *_: None)
     lines = (tmp_path / "relearn-mnist-random.csv").read_text().splitlines()
     assert lines[0] == "method,step,gap_mean,gap_std,seeds" and lines[2] == "retrain,100,85.0,5.0,2"
+    write_relearning(cells[:1], tmp_path, ["retrain"], log=lambda *_: None)  # one seed: no spread, not 0
+    assert (tmp_path / "relearn-mnist-random.csv").read_text().splitlines()[2] == "retrain,100,90.0,,1"
     pytest.importorskip("matplotlib")
     png = tmp_path / "relearn-mnist-random.png"
     assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -252,6 +254,10 @@ def test_tuned_relearning_series_get_their_own_panel_with_retrain_and_family_col
     assert colours["retrain"] == "black" and colours["ssd"] == colours["ssd (tuned)"] != colours["camu"]
     assert colours["camu"] == colours["camu (tuned)"]
     assert len({colours[m] for m in ("camu", "ssd", "scrub (tuned)")}) == 3
+    from matplotlib.colors import to_hex  # every method family its own colour (tab:olive was C8, tab:cyan C9)
+
+    from unlearn import METHODS
+    assert len({to_hex(c) for c in method_colours(list(METHODS)).values()}) == len(METHODS)
     cells = [_fake_cell("mnist", "random", m, s, 90.0, 0.5) for m in ("retrain", "ssd") for s in (0, 1)]
     tuned = [{**c, "config": {"tuned": True}} for c in cells if c["method"] == "ssd"]
     write_relearning(cells + tuned, tmp_path, ["retrain", "ssd"], log=lambda *_: None)
