@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32}  # stored pixels
 MODEL_NAMES = ("auto", "cnn", "resnet18", "resnet50")
 CONCEPT_CHOICES = {
     "concept_bank": ("cav", "nmf", "clip"),
@@ -291,8 +292,8 @@ class Config:
     concept_poison_lr: float = opt(1e-3, "SGD learning rate (the release: 1e-3)")
     concept_poison_momentum: float = opt(0.9, "SGD momentum (the release: 0.9)")
     concept_poison_batch_size: int = opt(32, "fine-tuning batch (the release: 32)")
-    concept_poison_integrity: str = opt("full", "remaining data used: full, or half of each class (the release's "
-                                                "'integrity' option)")
+    concept_poison_integrity: str = opt("full", "training data used: full, or half of each class, the forget "
+                                                "class's too (the release's 'integrity' option)")
     concept_retention_quantile: float = opt(0.9, "shared_concept_retention: other-class test rows above this "
                                                  "quantile of forget-concept expression")
     # <<< block H
@@ -539,8 +540,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: {getattr(cfg, key)} must lie in (0, {0.5 if key == 'concept_quantile' else 1})")
     if not cfg.concept_pcbm_lam > 0:
         raise ConfigError(f"concept_pcbm_lam: {cfg.concept_pcbm_lam} must be positive")
-    if cfg.concept_poison_patch < 0:
-        raise ConfigError(f"concept_poison_patch: {cfg.concept_poison_patch} must be at least 0")
+    if not 0 <= cfg.concept_poison_patch <= IMAGE_SIDE[cfg.dataset]:
+        raise ConfigError(f"concept_poison_patch: {cfg.concept_poison_patch} must lie in [0, "
+                          f"{IMAGE_SIDE[cfg.dataset]}] (the {cfg.dataset} image side, stored pixels)")
     _check_key_kinds(cfg)
     if cfg.scenario == "random" and cfg.forget_fraction * (cfg.forget_repeat + 1) > 1:
         raise ConfigError(f"forget_fraction: {cfg.forget_fraction} x (forget_repeat {cfg.forget_repeat} + 1) must "

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from concepts import ConceptError
 from data.rng import stream_seed
 
 FIT_POSITIONS = 50_000  # spatial positions the factorisation is fitted on (a seeded sample)
@@ -51,6 +52,9 @@ def nmf_presence(model: nn.Module, to_input, images: torch.Tensor, components: i
     rows = acts.permute(0, 2, 3, 1).reshape(-1, c).clamp_min(0).double().numpy()  # positions x channels
     rng = np.random.default_rng(stream_seed(seed, "concepts/nmf"))
     fit_rows = rows[rng.permutation(len(rows))[:FIT_POSITIONS]]
+    if components > min(fit_rows.shape):  # scikit-learn's nndsvda init needs it (a traceback from deep inside)
+        raise ConceptError(f"concept_nmf_components: {components} is more than the {c} channels of the layer "
+                           f"factorised (or its {len(fit_rows)} positions): give at most {min(fit_rows.shape)}")
     nmf = NMF(n_components=components, init="nndsvda", max_iter=400, random_state=stream_seed(seed, "concepts/nmf"))
     nmf.fit(fit_rows)
     coeff = nmf.transform(rows).reshape(n, h * w, components)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import main
+from concepts import ConceptError
 from concepts.attribution import (
     bilinear_backward_allowed,
     concept_attributions,
@@ -260,6 +261,32 @@ def test_only_forget_rows_are_poisoned(setup, monkeypatch, mode):
         assert changed.max() <= 64 and changed.float().mean() > 10
 
 
+def test_a_tiled_forget_set_is_poisoned_once_per_row(setup, monkeypatch):
+    """forget_repeat tiles D_f (CaMU's D_s draws that many partners); each forget row was poisoned that often."""
+    from data.splits import Split
+
+    seen = {}
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(y=labels) or [])
+    split = setup["split"]
+    tiled = UnlearnTask(setup["data"], Split(forget=split.forget.repeat(3), remain=split.remain,
+                                             sample=split.sample), 0)
+    traces = METHODS["concept_poison"](type(setup["original"])(), setup["original"], tiled, setup["cfg"])
+    assert traces["poisoned_rows"] == len(split.forget) and len(seen["y"]) == len(split.remain) + len(split.forget)
+
+
+def test_half_integrity_halves_every_class_the_forget_class_too(setup, monkeypatch):
+    """As the release's select_indices: half of each class, rounded down, and only the kept forget rows poisoned
+    (it halved D_r alone, rounding up, and poisoned all of D_f: twice the release's share of poisoned rows)."""
+    seen = {}
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(y=labels) or [])
+    _, traces, _ = run_method(setup, concept_poison_integrity="half")
+    labels, split = setup["data"].train.labels, setup["split"]
+    assert traces["poisoned_rows"] == len(split.forget) // 2
+    per_class = torch.bincount(labels[split.remain], minlength=10) // 2
+    assert len(seen["y"]) == int(per_class.sum()) + len(split.forget) // 2
+    assert seen["y"][int(per_class.sum()):].eq(traces["donor"]).all()
+
+
 # ---- step 6 and the whole method --------------------------------------------------------------------------------
 
 def test_last_layer_only_leaves_every_other_parameter_bitwise(setup):
@@ -305,6 +332,9 @@ def test_nmf_bank_discovers_concepts(setup):
     bank = cp.build_bank(cfg, setup["original"], setup["task"], setup["rows"][:1000])
     assert bank.names == [f"nmf_{j}" for j in range(6)] and bank.vectors.shape == (6, 256)
     assert sum(a > 0.7 for a in bank.val_accuracy.values()) >= 4, bank.val_accuracy
+    many = validate(Config(**{**cfg.__dict__, "concept_nmf_components": 300}))  # scikit-learn raised from its init
+    with pytest.raises(ConceptError, match="concept_nmf_components: 300 is more than the 32 channels"):
+        cp.build_bank(many, setup["original"], setup["task"], setup["rows"][:200])
 
 
 def test_registered_with_a_search_space():
@@ -315,6 +345,7 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--scenario=random"], "scenario=class"),
     (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
     (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
+    (["--method=concept_poison", "--concept_poison_patch=40"], "concept_poison_patch: 40 must lie in [0, 28]"),
 ])
 def test_config_errors(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:

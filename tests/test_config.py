@@ -250,6 +250,7 @@ def test_concept_presets_are_the_papers_cases(name):
         assert (cfg.forget_class, cfg.model_name, cfg.pretrained, cfg.concept_bank) == (
             4 if name == "cifar10_concept" else 11, "resnet50", True, "clip")
         assert cfg.concept_poison_epochs == (20 if name == "cifar10_concept" else 30)
+        assert not cfg.eval_train_augment  # A_train on the stored images, as the release's evaluate.py
     else:  # the same cached original as the class-removal preset
         assert cfg.forget_class == 0 and cfg.concept_bank == "cav"
         same = parse_args([str(CONFIGS / (name.replace("concept", "class") + ".yaml"))])

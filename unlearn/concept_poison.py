@@ -83,13 +83,14 @@ def fit_head(bank: ConceptBank, task: UnlearnTask, rows: torch.Tensor, num_class
     return head, margins
 
 
-def half_per_class(remain: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
-    """The release's ``integrity`` option: a seeded half of each class's remaining rows."""
+def half_per_class(rows: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The release's ``integrity=half`` (``revision/common.py`` ``select_indices``): a seeded half, rounded
+    down, of each class's rows, the forget class's included."""
     g = generator(seed, "concept_poison/integrity")
     keep = []
-    for c in torch.unique(labels[remain]).tolist():
-        rows = remain[labels[remain] == c]
-        keep.append(rows[torch.randperm(len(rows), generator=g)[:(len(rows) + 1) // 2].to(rows.device)])
+    for c in torch.unique(labels[rows]).tolist():
+        mine = rows[labels[rows] == c]
+        keep.append(mine[torch.randperm(len(mine), generator=g)[:len(mine) // 2].to(mine.device)])
     return torch.sort(torch.cat(keep)).values
 
 
@@ -165,7 +166,12 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     donor, rule, via = choose_donor(head.weight, c, ranked, cfg.concept_poison_top_k, cfg.concept_poison_donor_rule)
     top = ranked[:max(cfg.concept_poison_top_k, cfg.concept_poison_top_m)]
 
-    forget = split.forget.to(device)
+    forget = split.forget.unique().to(device)  # forget_repeat tiles D_f (CaMU's D_s); each row is poisoned once
+    remain = split.remain.to(device)
+    if cfg.concept_poison_integrity == "half":  # half of every class, then only the kept forget rows are poisoned
+        kept = half_per_class(torch.cat([remain, forget]), train.labels, seed)
+        in_forget = torch.isin(kept, forget)
+        remain, forget = kept[~in_forget], kept[in_forget]
     new_labels = poison_labels(train.labels[forget], cfg.concept_poison_labels, donor, data.num_classes, seed)
     patch = cfg.concept_poison_patch or default_patch(train.images.shape[-1])
 
@@ -176,15 +182,13 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
             return peak_centres(attr.cpu(), patch)
         return centres
 
-    donor_top = int(head.weight[donor].argmax())
+    # The donor's patch is cut where the concept the donor was chosen by peaks (the release's donor_concept):
+    # under the confusion rule that is the donor's own top concept; under the shared fallback, not.
     new_images = poison_images(
         train.images[forget], train.images[train.labels == donor], cfg.concept_poison_mode, patch, seed,
         forget_peaks=lambda x: [peaks_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
-        donor_peak=peaks_of(donor_top)).to(device=device, dtype=train.images.dtype)
+        donor_peak=peaks_of(via)).to(device=device, dtype=train.images.dtype)
 
-    remain = split.remain.to(device)
-    if cfg.concept_poison_integrity == "half":
-        remain = half_per_class(remain, train.labels, seed)
     images = torch.cat([train.images[remain], new_images])
     labels = torch.cat([train.labels[remain], new_labels.to(device)])
     losses = fine_tune(model, task, images, labels, cfg)
