@@ -61,11 +61,15 @@ RELEASE = {
 RELEASE_WHERE = {"cpu": "2 CPU cores", "cuda": "one H100"}
 
 
+# What the release's figures time: CaMU on all of MNIST, class-0 removal, its 2 epochs at batch 32, 4000 MIA rows.
+RELEASE_WORK = (("dataset", "mnist"), ("scenario", "class"), ("method", "camu"), ("train_limit", 0), ("test_limit", 0),
+                ("forget_class", 0), ("forget_repeat", 1), ("unlearn_epochs", 2), ("batch_size", 32),
+                ("mia_train_size", 4000))
+
+
 def unlike_release(cfg: Config) -> str:
-    """'' when ``cfg`` times what the release's figures time (CaMU, full MNIST, class removal), else why not."""
-    differ = [f"{k}={getattr(cfg, k)}" for k, v in (("dataset", "mnist"), ("scenario", "class"), ("method", "camu"),
-                                                    ("train_limit", 0), ("test_limit", 0)) if getattr(cfg, k) != v]
-    return ", ".join(differ)
+    """'' when ``cfg`` times the work the release's figures time (``RELEASE_WORK``), else what differs."""
+    return ", ".join(f"{k}={getattr(cfg, k)}" for k, v in RELEASE_WORK if getattr(cfg, k) != v)
 
 
 def span(low: float, high: float, digits: int = 1) -> str:
@@ -230,8 +234,8 @@ def bench(cfg: Config, out_path: str, time_release_epoch: bool) -> int:
         ratio = f"{span(low / value, high / value, 0 if low / value >= 10 else 1)}x" if low else "-"
         print(f"{key:<18}{value:>10.3f}{ref:>14}{ratio:>16}")
     if unlike:
-        print(f"release s: left out, as the release's figures time CaMU on all of MNIST, class removal "
-              f"(this run: {unlike})")
+        print(f"release s: left out, as the release's figures time CaMU on all of MNIST, class-0 removal, 2 "
+              f"epochs at batch 32 (this run: {unlike})")
     else:
         print(f"release s: the release's own runs on {RELEASE_WHERE[device.type]}, fastest-slowest, on other "
               f"machines and days than this run; a firm ratio needs both timed in one session (docs/speed.md)")

@@ -33,8 +33,11 @@ def test_bench_times_every_phase_and_a_release_style_epoch(data_root, tmp_path):
     ratio = phases["release_style_epoch_s"] / phases["train_epoch_s"]
     assert f"{ratio:.2f}x" in printed
     # a slice is not what the release timed: no release column, no speed-up against it
-    assert f"{low:.1f}-{high:.1f}" not in printed and "(this run: train_limit=1500, test_limit=500)" in printed
+    assert f"{low:.1f}-{high:.1f}" not in printed
+    assert "(this run: train_limit=1500, test_limit=500, mia_train_size=300)" in printed
     assert bench.unlike_release(bench.parse_args([])) == ""  # the default run: all of MNIST, class removal, CaMU
+    for other in ("--unlearn_epochs=10", "--batch_size=256", "--forget_class=3", "--forget_repeat=2"):  # other work,
+        assert bench.unlike_release(bench.parse_args([other])) == other[2:]  # which the release's figures did not time
     assert doc["metrics"]["forget_acc"] < 10 and doc["metrics"]["remain_acc"] > 80  # the timed run did forget
 
 
