@@ -30,8 +30,11 @@ def visible_gpus(device: str) -> list[str]:
 
 
 def worker_settings(index: int, count: int, gpus: list[str], cpus: int, num_threads: int) -> tuple[dict[str, str], int]:
-    """Worker ``index``'s environment (its GPU) and torch thread count."""
-    env = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]} if gpus else {}
+    """Worker ``index``'s environment (its GPU, and cuBLAS's deterministic workspace, read once when cuBLAS
+    starts: set in the fresh process before any CUDA call, not later by ``configure_determinism``) and
+    torch thread count."""
+    env = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)],
+           "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8")} if gpus else {}
     return env, num_threads or max(1, cpus // count)
 
 

@@ -49,7 +49,8 @@ def mnist_small(data_root: Path):
 
 @pytest.fixture()
 def small_cfg(data_root: Path, tmp_path: Path) -> Config:
-    """A validated config over a small MNIST slice writing under a temporary folder."""
+    """A validated config over a small MNIST slice writing under a temporary folder, on the CPU also where a
+    GPU exists (tests compare CPU numbers and record the CPU; tests/test_cuda.py sets the device itself)."""
     torch.set_num_threads(2)
     return validate(Config(data_root=str(data_root), download=False, train_limit=3000, test_limit=1000,
-                           train_epochs=2, seeds=[0], out_dir=str(tmp_path / "runs"), num_threads=2))
+                           train_epochs=2, seeds=[0], out_dir=str(tmp_path / "runs"), num_threads=2, device="cpu"))

@@ -1,5 +1,6 @@
 """CPU and GPU give the same run up to rounding: same splits, counterfactuals, labels and crops,
-metrics within 0.5 points. Runs only where CUDA exists (never in CI); see docs/cuda.md."""
+metrics within 0.5 points or two rows of their set (85 class-0 test rows: 1.2 points a row).
+Runs only where CUDA exists (never in CI); see docs/cuda.md."""
 
 from __future__ import annotations
 
@@ -32,11 +33,15 @@ def test_mnist_class_removal_matches_between_devices(small_cfg, data_root):
     rows = {}
     for device in ("cpu", "cuda"):
         cfg = validate(dataclasses.replace(small_cfg, device=device, compare_retrain=False, bf16="false",
+                                           deterministic=True,  # TF32 off: float32 on both sides
                                            run_name=f"mnist-{device}",  # each device trains its own original
                                            out_dir=str(Path(small_cfg.out_dir) / device)))
         rows[device] = main.run(cfg, log=lambda _: None)["seeds"][0]
+    test_y = cpu.test.labels
+    n = {"remain_acc": len(split_c.remain), "forget_acc": len(split_c.forget), "test_acc": len(test_y),
+         "test_remain_acc": int((test_y != 0).sum()), "test_forget_acc": int((test_y == 0).sum())}
     for key in METRICS:
-        assert abs(rows["cpu"][key] - rows["cuda"][key]) <= 0.5, (key, rows)
+        assert abs(rows["cpu"][key] - rows["cuda"][key]) <= max(0.5, 200 / n[key]), (key, rows)
 
 
 def test_cifar_augmentation_parameters_match_between_devices():
