@@ -6,8 +6,6 @@ import importlib
 import json
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -232,15 +230,13 @@ def test_cifar100_class_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, writer", [("cifar10", write_cifar10), ("cifar100", write_cifar100)])
-def test_modified_copy_is_reported_as_present_but_different(tmp_path, name, writer):
+def test_modified_copy_is_reported_as_present_but_different(tmp_path, name, writer, capsys):
     """Files that are there but are not the originals: exit 1, one line saying so, nothing written."""
     writer(tmp_path / "data")
     out = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "main.py", f"--dataset={name}", f"--data_root={tmp_path / 'data'}",
-                           "--download=false", f"--out_dir={out}", "--seeds=0"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
+    assert main.main([f"--dataset={name}", f"--data_root={tmp_path / 'data'}", "--download=false",
+                      f"--out_dir={out}", "--seeds=0"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("data error:") and "all files are present" in line and "checksums" in line
     assert "not found" not in line and "--verify_data=false" in line
     assert not out.exists()

@@ -107,15 +107,13 @@ def test_random_removal_keeps_the_forget_set(small_cfg, shared_out):
     assert row["test_acc"] > 80
 
 
-def test_cli_missing_data(tmp_path):
+def test_cli_missing_data(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out_dir = tmp_path / "o"
-    proc = subprocess.run([sys.executable, "main.py", f"--data_root={empty}", "--download=false",
-                           f"--out_dir={out_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
+    assert main.main([f"--data_root={empty}", "--download=false", f"--out_dir={out_dir}"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
     assert str(empty / "MNIST" / "raw") in lines[0]
     assert not out_dir.exists()
     assert list(empty.iterdir()) == []

@@ -36,9 +36,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _argv(data_root: Path, out: Path, tuned_dir: Path, method: str, *extra: str) -> list[str]:
-    return [f"--method={method}", f"--data_root={data_root}", "--download=false", "--train_limit=2000",
-            "--test_limit=500", "--train_epochs=1", "--seeds=0", f"--out_dir={out}", f"--tuned_dir={tuned_dir}",
-            "--num_threads=2", "--mia_attacks=", "--mia_train_size=400", *extra]
+    return [f"--method={method}", f"--data_root={data_root}", "--download=false", "--train_limit=1000",
+            "--test_limit=300", "--train_epochs=1", "--seeds=0", f"--out_dir={out}", f"--tuned_dir={tuned_dir}",
+            "--num_threads=2", "--mia_attacks=", "--mia_train_size=100", *extra]
 
 
 def _trials(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
