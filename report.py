@@ -171,12 +171,10 @@ def scenario_table(by_method: dict[str, list[dict[str, Any]]], scenario: str, ki
     raise ValueError(f"table kind {kind!r} is not one of markdown, csv, latex")
 
 
-def _float(x: float | None) -> float:
-    return math.nan if x is None else float(x)  # a stored NaN reads back as null
-
-
 def _same(a: float | None, b: float | None) -> bool:
-    return a == b or (math.isnan(_float(a)) and math.isnan(_float(b)))
+    from eval.gaps import stored_number
+
+    return a == b or (math.isnan(stored_number(a)) and math.isnan(stored_number(b)))
 
 
 OWN_REFERENCE = "†"
@@ -205,14 +203,15 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
     """Markdown: each method's absolute gap to the retrained model on the same split, and avg_gap
     (mean +- std over seeds; MIA in points as avg_gap counts it); None when no row holds gaps.
     A row whose gaps are against another retrained model than the table's ``retrain`` row is marked."""
-    from eval.gaps import AVG_GAP_KEYS
+    from eval.gaps import AVG_GAP_KEYS, stored_number
 
     marked = own_reference(by_method)
     lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap |",
              "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 1)]
     for method, rows in by_method.items():
-        flat = [{"seed": r["seed"], **{k: _float(r["gap"][k]) * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS},
-                 "avg_gap": _float(r["avg_gap"])} for r in rows if r.get("gap")]
+        flat = [{"seed": r["seed"], "avg_gap": stored_number(r["avg_gap"]),
+                 **{k: stored_number(r["gap"][k]) * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS}}
+                for r in rows if r.get("gap")]
         if flat:
             mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
             name = f"{method} {OWN_REFERENCE}" if method in marked else method

@@ -12,13 +12,14 @@ import math
 AVG_GAP_KEYS = ("forget_acc", "remain_acc", "test_acc", "mia")
 
 
-def _number(value: float | None) -> float:
-    return math.nan if value is None else value  # a stored cell's NaN reads back as null
+def stored_number(value: float | None) -> float:
+    """A metric as a float: a stored cell's NaN reads back as null."""
+    return math.nan if value is None else value
 
 
 def gaps(metrics: dict[str, float | None], reference: dict[str, float | None]) -> dict[str, float]:
     """|metric - reference| for every key both have (NaN where either is NaN or null)."""
-    return {k: abs(_number(metrics[k]) - _number(reference[k])) for k in metrics if k in reference}
+    return {k: abs(stored_number(metrics[k]) - stored_number(reference[k])) for k in metrics if k in reference}
 
 
 def avg_gap(gap: dict[str, float]) -> float:
