@@ -60,6 +60,13 @@ def split_for_seed(cfg: Config, labels: torch.Tensor, seed: int) -> Split:
                       generator(seed, "split"))
 
 
+def check_splits(cfg: Config, labels: torch.Tensor, seeds: list[int] | tuple[int, ...]) -> None:
+    """Draw each seed's split once (milliseconds), so that a split the data cannot give is a one-line
+    DataError before the original model's training, not after it."""
+    for seed in seeds:
+        split_for_seed(cfg, labels, seed)
+
+
 def save_split(path: Path, split: Split) -> None:
     """The split's indices beside the results, so every number can be traced to its samples."""
     buf = io.BytesIO()
@@ -144,8 +151,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                         verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
-    for seed in cfg.seeds:  # a split the data cannot give stops here, not after the original's training
-        split_for_seed(cfg, data.train.labels, seed)
+    check_splits(cfg, data.train.labels, cfg.seeds)
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
     log(f"original model {how}: {info.path} (training took {info.train_time_s:.1f} s)")

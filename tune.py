@@ -44,10 +44,10 @@ from config import (
 )
 from data import DataError
 from main import (  # also registers the method and attack names validate checks
+    check_splits,
     one_line_errors,
     resolve_device,
     run_seed,
-    split_for_seed,
 )
 from models.cache import CacheBusy
 from models.resnet import DownloadError
@@ -152,10 +152,10 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
-    space = SEARCH_SPACES[cfg.method]
-    for key, value in published_params(cfg).items():  # queued as a trial: Optuna refuses a choice outside
-        if space[key].kind == "categorical" and value not in space[key].choices:  # (numbers run as given)
-            raise ConfigError(f"{key}: {value!r} is not one of the search space's choices "
+    space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
+    for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
+        if space[key].kind == "categorical":  # (numbers it runs as given)
+            raise ConfigError(f"{key}: {published[key]!r} is not one of the search space's choices "
                               f"({', '.join(map(str, space[key].choices))}); the configured setting is tried "
                               "as a trial, so give one of them")
     return opts, cfg
@@ -252,8 +252,10 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
     changed = sorted(k for k in stored if stored[k] != scope.get(k))  # keys added since keep their old behaviour
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
+    import optuna
+
     space = SEARCH_SPACES[cfg.method]
-    states = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    states = optuna.trial.TrialState.__members__  # restore_trials looks each state up by name
     for t in summary["trials"]:  # what restore_trials reads, checked before the study file is touched
         ok = (isinstance(t, dict) and isinstance(t.get("number"), int) and t.get("state") in states
               and isinstance(t.get("params"), dict) and isinstance(t.get("user_attrs", {}), dict))
@@ -657,8 +659,7 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
             torch.set_num_threads(cfg.num_threads)
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                             verify=cfg.verify_data)
-        for seed in opts.tune_seeds:  # a split the data cannot give: said before the original's training
-            split_for_seed(cfg, data.train.labels, seed)
+        check_splits(cfg, data.train.labels, opts.tune_seeds)
         original, _ = original_model(cfg, data)
         objective = make_objective(cfg, opts, data, original, log)
         running = optuna.trial.TrialState.RUNNING
