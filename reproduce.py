@@ -115,11 +115,12 @@ class Plan:
     out_dir: Path
     table_only: bool
     variant: str = ""
-    absolute_paths: bool = False  # out_dir and data_root made absolute (SLURM jobs may start elsewhere)
+    absolute_paths: bool = False  # out_dir, data_root, concept_words made absolute (SLURM jobs may start elsewhere)
 
     def with_absolute_paths(self) -> Plan:
         """This plan for jobs that may start in another folder than this command (SLURM's ``--chdir``,
-        a login node's local folder): a relative ``out_dir`` or ``data_root`` would name another place."""
+        a login node's local folder): a relative ``out_dir``, ``data_root`` or ``concept_words`` would name
+        another place."""
         return replace(self, out_dir=Path(os.path.abspath(self.out_dir)), absolute_paths=True)
 
     def axis(self, key: str) -> list:
@@ -200,8 +201,12 @@ def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
         argv.append("--tuned=false")  # nothing to tune: the published retrain cells serve both
     cfg = parse_args(argv)
     if plan.absolute_paths:
-        cfg = replace(cfg, data_root=os.path.abspath(cfg.data_root))
+        cfg = replace(cfg, data_root=os.path.abspath(cfg.data_root), concept_words=_absolute(cfg.concept_words))
     return cfg
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path) if path else path
 
 
 def read_cell(path: Path) -> dict[str, Any] | None:
@@ -225,8 +230,13 @@ def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
 
 
 def _changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key stored -> current`` for each key both hold with other values (a key added since is not compared)."""
-    return [f"{k} {stored[k]!r} -> {current[k]!r}" for k in sorted(stored) if k in current and stored[k] != current[k]]
+    """``key stored -> current`` for each key both hold with other values (a key added since is not compared).
+    A file key compares the places named: a SLURM launch names the words file by its absolute path."""
+    def same(k: str) -> bool:
+        if k == "concept_words" and isinstance(stored[k], str) and isinstance(current[k], str):
+            return _absolute(stored[k]) == _absolute(current[k])
+        return stored[k] == current[k]
+    return [f"{k} {stored[k]!r} -> {current[k]!r}" for k in sorted(stored) if k in current and not same(k)]
 
 
 def grid_configs(plan: Plan) -> dict[tuple[str, str, str], Config]:

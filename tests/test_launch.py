@@ -329,16 +329,18 @@ def test_submitit_jobs_get_absolute_folders_the_local_launcher_keeps_them(data_r
     seen: dict[str, list] = {}
 
     def fake_run(jobs, options, out_dir, log=print):
-        seen[options.launcher] = [(out_dir, job.path, job.cfg.out_dir, job.cfg.data_root) for job in jobs]
+        seen[options.launcher] = [(out_dir, job.path, job.cfg.out_dir, job.cfg.data_root, job.cfg.concept_words)
+                                  for job in jobs]
         return reproduce.launch.Outcome(finished=False)
 
     monkeypatch.setattr(reproduce.launch, "run", fake_run)
-    args = [*GRID, "--methods=camu", "--seeds=0", "--data_root=ds", "--out_dir=sweep"]
+    args = [*GRID, "--methods=camu", "--seeds=0", "--data_root=ds", "--out_dir=sweep", "--concept_words=words.txt"]
     assert _run([*args, *SUBMITIT])[0] == 0
     assert _run(args)[0] == 0
     assert seen["submitit"] == [(tmp_path / "sweep", tmp_path / "sweep" / "cells" / "mnist-class" / "camu-seed0.json",
-                                 str(tmp_path / "sweep"), str(tmp_path / "ds"))]
-    assert seen["local"] == [(Path("sweep"), Path("sweep/cells/mnist-class/camu-seed0.json"), "sweep", "ds")]
+                                 str(tmp_path / "sweep"), str(tmp_path / "ds"), str(tmp_path / "words.txt"))]
+    assert seen["local"] == [(Path("sweep"), Path("sweep/cells/mnist-class/camu-seed0.json"), "sweep", "ds",
+                              "words.txt")]
 
 
 def test_submitit_without_slurm_says_so_and_fails(data_root, tmp_path, capsys, monkeypatch):

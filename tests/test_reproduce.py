@@ -118,6 +118,24 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_slurm_launch_names_a_stored_cells_words_file_by_its_place_not_its_spelling(tmp_path, monkeypatch):
+    """SLURM jobs get the words file's absolute path; the cell stored by a local run named it relatively."""
+    monkeypatch.chdir(tmp_path)
+    base = [*TINY, "--methods=concept_poison", "--seeds=0", "--out_dir=sweep", "--concept_words=words.txt"]
+    plan = reproduce.parse_plan(base)
+    (cell,) = plan.cells()
+    cfg = reproduce.cell_config(plan, cell.dataset, cell.scenario, cell.method)
+    cell.path(plan.out_dir).parent.mkdir(parents=True)
+    cell.path(plan.out_dir).write_text(json.dumps({**cell.header(), "row": {}, "config": cfg.to_dict()}))
+    slurm = plan.with_absolute_paths()
+    assert reproduce.cell_config(slurm, cell.dataset, cell.scenario, cell.method).concept_words == \
+        str(tmp_path / "words.txt")
+    reproduce.check_stored_settings(slurm, reproduce.grid_configs(slurm))
+    other = reproduce.parse_plan([*base, "--concept_words=other.txt"]).with_absolute_paths()
+    with pytest.raises(reproduce.ConfigError, match="concept_words 'words.txt' -> '/"):
+        reproduce.check_stored_settings(other, reproduce.grid_configs(other))
+
+
 def test_a_cell_without_its_header_is_computed_again_not_tabled(tmp_path):
     path = tmp_path / "camu-seed0.json"
     path.write_text(json.dumps({"scenario": "class", "method": "camu", "seed": 0, "row": {"remain_acc": 1.0}}))
