@@ -626,15 +626,26 @@ def scenario_settings(values: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     """A preset or tuned file's keys; a file that is missing, a folder, unreadable or not a YAML mapping
     is a ConfigError naming it."""
+    return _yaml_mapping(_file_bytes(path, what), path, what)
+
+
+def _file_bytes(path: Path, what: str) -> bytes:
     if path.is_dir():
         raise ConfigError(f"{what} file {str(path)!r} is a folder; give a .yaml file (e.g. configs/mnist_class.yaml)")
     if not path.is_file():
         raise ConfigError(f"{what} file {str(path)!r} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read as text ({exc})") from None
+
+
+def _yaml_mapping(data: bytes, path: Path, what: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(data.decode("utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path}: cannot be read as text ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path}: expected a mapping of config keys")
@@ -662,23 +673,27 @@ def tune_command(cfg: Config) -> str:
     return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != Config.tuned_dir else "")
 
 
-def _layer_tuned(cfg: Config, probe: Config) -> Config:
-    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it."""
+def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
+    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, and
+    the tune seeds the file names. One read gives the keys, the hash and the seeds: a file tune.py
+    replaces meanwhile cannot pair one version's keys with another's hash."""
     if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
-        return cfg
+        return cfg, ()
     path = tuned_path(probe)
     if not path.is_file():
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
                           f"(write it with: {tune_command(probe)})")
-    values = read_yaml(path, "tuned")
+    data = _file_bytes(path, "tuned")
+    values = _yaml_mapping(data, path, "tuned")
     if not values:
         raise ConfigError(f"tuned file {path} sets no key (empty or truncated): write it again with tune.py")
     bad = [k for k in values if k in TUNED_FORBIDDEN]
     if bad:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
     cfg = apply_overrides(cfg, values, source=str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest)
+    digest = hashlib.sha256(data).hexdigest()
+    seeds = tune_seeds_in(data.decode("utf-8"))
+    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), seeds
 
 
 def _shown_path(path: Path) -> str:
@@ -713,8 +728,9 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     probe = apply_overrides(cfg, overrides)
     if probe.tuned_file or probe.tuned_sha256:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
+    tune_seeds: tuple[int, ...] = ()
     if probe.tuned:
-        cfg = _layer_tuned(cfg, probe)
+        cfg, tune_seeds = _layer_tuned(cfg, probe)
         if echo and cfg.tuned_file:
             print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...)")
     cfg = apply_overrides(cfg, overrides)
@@ -722,7 +738,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
         for key in overrides:
             print(f"override {key} = {getattr(cfg, key)!r}")
     if cfg.tuned_file:
-        overlap = sorted(set(cfg.seeds) & set(tune_seeds_of(tuned_path(probe))))
+        overlap = sorted(set(cfg.seeds) & set(tune_seeds))
         if overlap:
             were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
@@ -730,9 +746,9 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     return validate(cfg)
 
 
-def tune_seeds_of(path: Path) -> tuple[int, ...]:
+def tune_seeds_in(text: str) -> tuple[int, ...]:
     """The tune seeds a tuned file's provenance names (``# tune seeds: 100,101 ...``); none if it names none."""
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         found = re.match(r"# tune seeds: ([\d,]+)", line)
         if found:
             return tuple(int(s) for s in found.group(1).split(",") if s)
