@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
@@ -136,6 +137,10 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
                 log(f"note: {path.name} was trained on another kind of CPU ({ckpt['trained_cpu'].get('cpu')}, "
                     f"bf16 path {ckpt['trained_cpu'].get('cpu_bf16')}); reusing it, but training it here would give "
                     "other weights (docs/reproduce.md)")
+            elif here == "cpu" and ckpt.get("trained_threads") not in (None, torch.get_num_threads()):
+                log(f"note: {path.name} was trained on {ckpt['trained_threads']} threads, this run has "
+                    f"{torch.get_num_threads()}; reusing it, but training it here would give weights other at the "
+                    "rounding level (num_threads, docs/fidelity.md)")
             return CacheInfo(path, False, float(ckpt.get("train_time_s", 0.0)), list(ckpt.get("losses", [])),
                              trained_on)
         except ValueError as exc:
@@ -149,7 +154,7 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
         remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
         save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
                                "losses": losses, "config": config, "trained_on": trained_on,
-                               "trained_cpu": cpu_info()})
+                               "trained_cpu": cpu_info(), "trained_threads": torch.get_num_threads()})
     except OSError as exc:  # disk full, read-only: the file is only a cache, the trained model is not lost
         log(f"warning: could not store {path.name} ({exc.strerror or exc}); going on with the model trained now")
     return CacheInfo(path, True, elapsed, losses, trained_on)

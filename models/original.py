@@ -21,7 +21,8 @@ def original_key(cfg: Config, runtime: Runtime) -> dict:
             "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size, "seed": cfg.train_seed,
             "train_limit": cfg.train_limit, "bf16": runtime.bf16, "channels_last": runtime.channels_last,
             "fused_adam": runtime.fused_adam, **({"compile": runtime.compile} if runtime.compile != "off" else {}),
-            **({"pretrained": True} if cfg.pretrained else {})}
+            **({"pretrained": True} if cfg.pretrained else {}),
+            **({"verify_data": False} if not cfg.verify_data else {})}  # never shared with checked files' models
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:

@@ -237,6 +237,8 @@ def test_method_batch_sizes_are_their_own_and_leave_the_original_alone(setting):
     for key in keys:
         assert original_path(dataclasses.replace(cfg, **{key: 7}), "cpu") == base, key
     assert original_path(dataclasses.replace(cfg, batch_size=7), "cpu") != base
+    # files that skipped the checksums train their own models (a checked run never reuses them)
+    assert original_path(dataclasses.replace(cfg, verify_data=False), "cpu") != base
     task = UnlearnTask(data, split, 0)
     ft = METHODS["finetune"](copy.deepcopy(original), original, task,
                              dataclasses.replace(cfg, finetune_epochs=1, finetune_batch_size=100))

@@ -118,6 +118,23 @@ def test_cache_reports_a_model_trained_on_another_kind_of_cpu(tmp_path):
     assert not info.trained and any(f"another kind of CPU (Other CPU, bf16 path {other})" in x for x in lines)
 
 
+def test_cache_reports_a_model_trained_on_another_thread_count(tmp_path):
+    """The thread count moves float reductions: a cache hit from another count is not what training here gives."""
+    model = torch.nn.Linear(3, 2)
+    lines = []
+    path = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: [0.0], {}, log=lines.append).path
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["trained_threads"] == torch.get_num_threads()
+    cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
+    assert not any("threads" in x for x in lines)  # same count: silent
+    ckpt["trained_threads"] = torch.get_num_threads() + 3
+    torch.save(ckpt, path)
+    info = cached_model(model, tmp_path, "m", {"k": 1}, lambda m: pytest.fail("retrained"), {}, log=lines.append)
+    assert not info.trained
+    assert any(f"trained on {torch.get_num_threads() + 3} threads, this run has {torch.get_num_threads()}" in x
+               for x in lines)
+
+
 def test_the_copy_being_unlearned_is_compiled(small_cfg, mnist_small, monkeypatch):
     seen = {}
 
