@@ -119,7 +119,7 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int,
     sync(device)
     unlearn_s = time.perf_counter() - t0
     unlearn_s = float(traces.pop("unlearn_time_s", unlearn_s))  # retrain: the time of its (cached) training
-    # a diverged method still scores (argmax of NaN logits is a class): tune.py fails such trials on this flag
+    # a diverged model's metrics are NaN where its logits are (eval/); tune.py fails such trials on this flag
     tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
     weights_finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
     t0 = time.perf_counter()

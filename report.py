@@ -42,8 +42,8 @@ def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -
     """Mean and population standard deviation (numpy's ``std``, ddof=0) of each key over seeds.
 
     A key that is NaN, null or absent for any seed gives null: an empty test class on a tiny slice,
-    a method-specific key on another method's row, or a seed whose model diverged (its attack
-    scores are NaN while its accuracies are not), which a mean over the other seeds would hide.
+    a method-specific key on another method's row, or a seed whose model diverged (non-finite
+    logits make every accuracy and attack score NaN), which a mean over the other seeds would hide.
     """
     keys = scalar_keys(rows) if keys is None else keys
     mean, std = {}, {}

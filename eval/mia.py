@@ -59,6 +59,8 @@ def faithful_mia(sample_logits: torch.Tensor, test_logits: torch.Tensor, forget_
     n, held_out = mia_rows(train_size, len(sample_logits), len(test_logits), len(forget_logits))
     if n < 1 or held_out < 1:  # no row to fit on, or none held out: no score to give
         return float("nan")
+    if not all(bool(torch.isfinite(t).all()) for t in (sample_logits, test_logits, forget_logits)):
+        return float("nan")  # a diverged model: NaN features all sort alike and scored as chance (0.5)
     test = sorted_softmax(test_logits)
     return attack_accuracy(sorted_softmax(sample_logits[:n]), test[:n], sorted_softmax(forget_logits),
                            test[n:n + len(forget_logits)], fit_fraction, seed, n_jobs)

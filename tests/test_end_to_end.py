@@ -190,7 +190,8 @@ def test_retrain_method_is_its_own_reference(small_cfg, shared_out):
 def test_a_diverged_method_still_writes_its_results(small_cfg, shared_out):
     """SCRUB's max step is unbounded: at a large rate its loss runs to inf and NaN within one pass.
     The run's results.json must still be written (strict JSON has no NaN: those trace values are
-    null) with the weights flagged; the accuracies stay finite (an argmax of NaN is a class)."""
+    null) with the weights flagged, and no metric a number (an argmax of NaN is class 0: its D_f
+    once read 100 %, the faithful MIA 0.5)."""
     cfg = validate(dataclasses.replace(small_cfg, method="scrub", scrub_lr=50.0, scrub_epochs=1, scrub_msteps=1,
                                        scrub_forget_batch_size=16, out_dir=str(shared_out), device="cpu",
                                        run_name="diverged"))
@@ -201,10 +202,10 @@ def test_a_diverged_method_still_writes_its_results(small_cfg, shared_out):
     losses = seed_meta["traces"]["loss_max"]
     assert None in losses and len(losses) == -(-seed_meta["forget"] // 16)
     assert all(v is None or math.isfinite(v) for v in losses)
-    assert all(math.isfinite(saved["seeds"][0][k]) for k in METRIC_KEYS)
-    # the attack suite has nothing to measure on NaN logits: null, and null means in the summary
-    assert [saved["seeds"][0][f"mia_{name}"] for name in cfg.mia_attacks] == [None] * len(cfg.mia_attacks)
-    assert cfg.mia_attacks and saved["mean"][f"mia_{cfg.mia_attacks[0]}"] is None
+    # nothing to measure on NaN logits: null, and null means in the summary
+    scores = [*(METRIC_KEYS - {"unlearn_time_s"}), *(f"mia_{name}" for name in cfg.mia_attacks)]
+    assert math.isfinite(saved["seeds"][0]["unlearn_time_s"])
+    assert cfg.mia_attacks and all(saved["seeds"][0][k] is None and saved["mean"][k] is None for k in scores)
 
 
 _HOLD_RUN = """

@@ -25,6 +25,20 @@ def test_accuracy_of_empty_set_is_nan():
     assert math.isnan(accuracy(torch.empty(0, 10), torch.empty(0, dtype=torch.int64)))
 
 
+def test_a_diverged_models_logits_score_nan_not_a_number_it_did_not_earn():
+    """NaN logits argmax to class 0: a class-0 forget set scored 100 % and the faithful MIA chance (0.5)."""
+    nan = torch.full((30, 10), float("nan"))
+    assert math.isnan(accuracy(nan, torch.zeros(30, dtype=torch.int64)))
+    assert math.isnan(accuracy(torch.tensor([[1.0, float("inf")], [2.0, 0.0]]), torch.tensor([1, 0])))
+    torch.manual_seed(0)
+    sample, test, forget = torch.randn(50, 10), torch.randn(60, 10), torch.randn(20, 10)
+    assert not math.isnan(faithful_mia(sample, test, forget, train_size=40, n_jobs=1))
+    for which in range(3):
+        logits = [sample.clone(), test.clone(), forget.clone()]
+        logits[which][3, 2] = float("nan")
+        assert math.isnan(faithful_mia(*logits, train_size=40, n_jobs=1)), which
+
+
 def test_sorted_softmax():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 10, generator=g) * 3
