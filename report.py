@@ -199,15 +199,16 @@ def own_reference(by_method: dict[str, list[dict[str, Any]]]) -> set[str]:
     return marked
 
 
-def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
+def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str = "class") -> str | None:
     """Markdown: each method's absolute gap to the retrained model on the same split, and avg_gap
-    (mean +- std over seeds; MIA in points as avg_gap counts it); None when no row holds gaps.
+    (mean +- std over seeds; MIA in points as avg_gap counts it), then SalUn's own Avg. Gap
+    (``eval.gaps.salun_avg_gap``, one number from the seed means); None when no row holds gaps.
     A row whose gaps are against another retrained model than the table's ``retrain`` row is marked."""
-    from eval.gaps import AVG_GAP_KEYS, stored_number
+    from eval.gaps import AVG_GAP_KEYS, salun_avg_gap, stored_number
 
     marked = own_reference(by_method)
-    lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap |",
-             "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 1)]
+    lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap | SalUn avg gap |",
+             "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 2)]
     for method, rows in by_method.items():
         flat = [{"seed": r["seed"], "avg_gap": stored_number(r["avg_gap"]),
                  **{k: stored_number(r["gap"][k]) * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS}}
@@ -215,11 +216,20 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]]) -> str | None:
         if flat:
             mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
             name = f"{method} {OWN_REFERENCE}" if method in marked else method
+            with_reference = [r for r in rows if r.get("gap")]
+            salun = json_safe(salun_avg_gap(summarize(with_reference)[0],
+                                            summarize([r.get("retrain") or {} for r in with_reference])[0], scenario))
             lines.append(f"| {name} | " + " | ".join(_pm(mean[k], std[k], "", " ± ")
-                                                     for k in (*AVG_GAP_KEYS, "avg_gap")) + " |")
+                                                     for k in (*AVG_GAP_KEYS, "avg_gap")) + f" | {_fmt(salun, '')} |")
     if len(lines) == 2:
         return None
-    return "\n".join(lines) + "\n" + (f"\n{OWN_REFERENCE_NOTE}\n" if marked else "")
+    return "\n".join(lines) + "\n" + SALUN_GAP_NOTE + (f"\n{OWN_REFERENCE_NOTE}\n" if marked else "")
+
+
+SALUN_GAP_NOTE = ("\nSalUn avg gap: SalUn's own Avg. Gap, from the seed means: D_f, D_r, the test accuracy "
+                  "(D_t,r in class removal: SalUn's test set leaves the forgotten class out) and MIA-efficacy "
+                  "(x 100); `-` without MIA-efficacy. avg gap (the tuning objective): per seed, with D_t and the "
+                  "release's MIA.\n")
 
 
 def same_scenario_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -249,7 +259,7 @@ def fill_gaps(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if cell["method"] != "retrain" and "gap" not in cell["row"] and ref_cell is not None \
                 and same_scenario_settings(cell, ref_cell):
             ref = ref_cell["row"]
-            reference = {k: ref[k] for k in METRICS if k in ref}
+            reference = {k: ref[k] for k in ref if k in METRICS or k.startswith("mia_")}  # as compare_to_retrain
             gap = gaps({k: v for k, v in cell["row"].items() if k in reference}, reference)
             cell = {**cell, "row": {**cell["row"], "retrain": reference, "gap": gap, "avg_gap": avg_gap(gap),
                                     "gap_source": "retrain cell"}}
@@ -364,7 +374,7 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex")):
             written.append(write_bytes(stem.with_suffix(suffix),
                                        scenario_table(by_method, scenario, kind).encode()))
-        gap_md = gap_table(by_method)
+        gap_md = gap_table(by_method, scenario)
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
         tuning_md = tuning_table(by_method, dataset, scenario, studies or {})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval.gaps import avg_gap, gaps
+from eval.gaps import avg_gap, gaps, salun_avg_gap
 from report import fill_gaps, summarize
 
 
@@ -18,6 +18,35 @@ def test_gaps_and_average_by_hand():
                                  "test_forget_acc": 1.0})
     # (2.0 + 1.0 + 1.5 + 5.0) / 4: MIA in percentage points
     assert avg_gap(gap) == pytest.approx(2.375)
+
+
+def test_salun_avg_gap_by_hand():
+    """SalUn's own: gaps of the seed means, TA on D_t,r in class removal, MIA-efficacy x 100."""
+    means = {"forget_acc": 2.0, "remain_acc": 99.0, "test_acc": 88.0, "test_remain_acc": 97.0, "mia_efficacy": 0.90}
+    retrain = {"forget_acc": 0.0, "remain_acc": 98.0, "test_acc": 89.0, "test_remain_acc": 98.5,
+               "mia_efficacy": 0.96}
+    assert salun_avg_gap(means, retrain, "class") == pytest.approx((2.0 + 1.0 + 1.5 + 6.0) / 4)
+    assert salun_avg_gap(means, retrain, "random") == pytest.approx((2.0 + 1.0 + 1.0 + 6.0) / 4)
+    assert math.isnan(salun_avg_gap({**means, "mia_efficacy": None}, retrain, "class"))
+
+
+def test_the_gap_table_gives_salun_avg_gap_from_the_seed_means_of_filled_rows():
+    """Two seeds whose per-seed D_f gaps cancel in the mean: SalUn's gap of the means is 0 there."""
+    from report import gap_table, group_cells
+
+    cells = []
+    for seed, forget in ((0, 2.0), (1, -2.0)):
+        for method, f in (("retrain", 0.0), ("finetune", forget)):
+            cell = _cell(method, 0, 0.01, 98.0)
+            cell["seed"] = cell["row"]["seed"] = seed
+            cell["row"] = {**cell["row"], "forget_acc": 10.0 + f, "test_remain_acc": 97.0,
+                           "mia_efficacy": 0.5 if method == "retrain" else 0.6}
+            cells.append(cell)
+    filled = fill_gaps(cells)
+    assert filled[1]["row"]["gap"]["mia_efficacy"] == pytest.approx(0.1)  # the attack suite's gaps too
+    line = gap_table(group_cells(filled)[("mnist", "class")], "class").splitlines()[2].split("|")
+    assert line[1].strip() == "finetune" and line[2].strip() == "2.00 ± 0.00"  # per seed: |+-2|
+    assert line[7].strip() == "2.50"  # (0 + 0 + 0 + 10) / 4
 
 
 def test_gap_of_nan_is_nan():
