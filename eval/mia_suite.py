@@ -7,7 +7,9 @@ seeded per ``seed`` through ``data.rng``):
 - ``efficacy`` (SalUn's MIA-efficacy; higher = D_f looks less like training data): the release's
   RBF SVC (C=3) on the true-label confidence p_y, fit on min(|D_r|, |test|) random rows of D_r
   (members, 1) vs the whole test set (non-members, 0), as the release; the score is the
-  share of D_f rows it predicts non-member.
+  share of D_f rows it predicts non-member. In class removal the release's test set has lost
+  the forgotten class (its ``Classification/dataset.py``); here it keeps it (the committed
+  cells were scored so; docs/baselines.md).
 - ``loss`` / ``entropy`` (0.5 = D_f indistinguishable from unseen data; higher = more
   member-like): the test set is shuffled and halved; a logistic attacker on the per-sample
   cross-entropy / prediction entropy is fit on the first half (non-members) vs as many
