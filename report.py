@@ -199,7 +199,7 @@ def own_reference(by_method: dict[str, list[dict[str, Any]]]) -> set[str]:
     return marked
 
 
-def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str = "class") -> str | None:
+def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str) -> str | None:
     """Markdown: each method's absolute gap to the retrained model on the same split, and avg_gap
     (mean +- std over seeds; MIA in points as avg_gap counts it), then SalUn's own Avg. Gap
     (``eval.gaps.salun_avg_gap``, one number from the seed means); None when no row holds gaps.
@@ -226,10 +226,11 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str = "class
     return "\n".join(lines) + "\n" + SALUN_GAP_NOTE + (f"\n{OWN_REFERENCE_NOTE}\n" if marked else "")
 
 
-SALUN_GAP_NOTE = ("\nSalUn avg gap: SalUn's own Avg. Gap, from the seed means: D_f, D_r, the test accuracy "
+SALUN_GAP_NOTE = ("\nSalUn avg gap: as SalUn's Avg. Gap, from the seed means: D_f, D_r, the test accuracy "
                   "(D_t,r in class removal: SalUn's test set leaves the forgotten class out) and MIA-efficacy "
-                  "(x 100); `-` without MIA-efficacy. avg gap (the tuning objective): per seed, with D_t and the "
-                  "release's MIA.\n")
+                  "(x 100; its non-members keep the forgotten class's test rows, docs/baselines.md); `-` where a "
+                  "mean is missing (no MIA-efficacy, or a seed's NaN). avg gap (the tuning objective): per seed, "
+                  "with D_t and the release's MIA.\n")
 
 
 def same_scenario_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -64,8 +64,10 @@ def forgetting_rate(original: nn.Module, model: nn.Module, data: Dataset, forget
         attack, _ = fr_attack(original, data, forget_class, seed)
     if attack is None:
         return float("nan")
-    member = data.train.images[data.train.labels == forget_class]
-    return float((attack.predict(probabilities(model, data, member).numpy()) == 0).mean())
+    member = probabilities(model, data, data.train.images[data.train.labels == forget_class])
+    if not bool(torch.isfinite(member).all()):
+        return float("nan")  # a diverged model: the attack's scaler refuses NaN features
+    return float((attack.predict(member.numpy()) == 0).mean())
 
 
 def donor_absorption(model: nn.Module, data: Dataset, forget_class: int, donor: int) -> float:

@@ -16,6 +16,7 @@ sample size (0: all of D_r); each series records the size it used as ``eval_rema
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -100,10 +101,12 @@ def relearn(model: nn.Module, data: Dataset, split: Split, cfg: Config, seed: in
 
 
 def mean_series(series: list[dict[str, Any]]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """Steps shared by every seed's series, with the mean and population std of the gap there."""
+    """Steps shared by every seed's series, with the mean and population std of the gap there (NaN where a
+    seed's gap is NaN, stored as null: a diverged model's accuracies)."""
     if not series:
         return [], torch.empty(0), torch.empty(0)
     common = sorted(set.intersection(*(set(s["step"]) for s in series)))
     by_step = [dict(zip(s["step"], s["gap"], strict=True)) for s in series]
-    rows = torch.tensor([[gap[k] for k in common] for gap in by_step], dtype=torch.float64)
+    rows = torch.tensor([[math.nan if gap[k] is None else gap[k] for k in common] for gap in by_step],
+                        dtype=torch.float64)
     return common, rows.mean(0), rows.std(0, correction=0)

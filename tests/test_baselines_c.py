@@ -16,7 +16,7 @@ from models.original import original_model
 from models.runtime import Runtime
 from unlearn import METHODS, SEARCH_SPACES, UnlearnTask
 from unlearn.salun import saliency_mask, top_fraction_mask
-from unlearn.scrub import distill_kl, learning_rate
+from unlearn.scrub import distill_kl, learning_rate, rewind
 from unlearn.ssd import batch_importances, dampen, mean_importance
 
 
@@ -182,6 +182,20 @@ def test_ssd_ratio_is_capped_so_its_space_stays_below_one(setup, mnist_small):
     assert space["ssd_alpha"].high <= 1.0 and space["ssd_alpha"].log
     assert (space["ssd_lambda"].low, space["ssd_lambda"].high) == (0.01, 1.0)
     assert not space["ssd_alpha"].contains(Config().ssd_alpha) and space["ssd_lambda"].contains(Config().ssd_lambda)
+
+
+def test_scrub_rewind_keeps_the_final_student_when_the_saved_ones_diverged(setup, mnist_small):
+    """NaN errors compare as nothing: ``min`` kept the first epoch, a diverged one, without saying why."""
+    cfg, original, split = setup
+    model = copy.deepcopy(original)
+    final = copy.deepcopy(model.state_dict())
+    nan = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in final.items()}
+    task, runtime = UnlearnTask(mnist_small, split, 0), Runtime.from_config(cfg, "cpu")
+    out = rewind(model, [nan, final], task, runtime)
+    assert out["rewind_epoch"] == 2 and math.isnan(out["rewind_forget_error"][0])
+    assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+    out = rewind(model, [nan, nan], task, runtime)  # every epoch diverged: the last stays
+    assert out["rewind_epoch"] == 2 and all(math.isnan(e) for e in out["rewind_forget_error"])
 
 
 def test_scrub_rewind_returns_the_epoch_closest_to_the_heldout_error(setup, mnist_small):

@@ -321,6 +321,22 @@ def test_targeted_poisoning_forgets_and_keeps_the_rest(setup):
     assert row["fr"] >= fr_original
 
 
+def test_a_diverged_models_fr_is_nan_not_an_error(setup):
+    """The transferred attack's scaler refused NaN features: a diverged run ended in a traceback."""
+    import copy
+
+    class Attack:
+        def predict(self, x):
+            return np.zeros(len(x))
+
+    model = copy.deepcopy(setup["original"])
+    assert forgetting_rate(setup["original"], model, setup["data"], 0, 0, attack=Attack()) == 1.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    assert np.isnan(forgetting_rate(setup["original"], model, setup["data"], 0, 0, attack=Attack()))
+
+
 def test_keep_labels_never_forget(setup):
     model, _, _ = run_method(setup, concept_poison_labels="keep")
     after = accuracies(model, setup)

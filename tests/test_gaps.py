@@ -39,14 +39,17 @@ def test_the_gap_table_gives_salun_avg_gap_from_the_seed_means_of_filled_rows():
         for method, f in (("retrain", 0.0), ("finetune", forget)):
             cell = _cell(method, 0, 0.01, 98.0)
             cell["seed"] = cell["row"]["seed"] = seed
-            cell["row"] = {**cell["row"], "forget_acc": 10.0 + f, "test_remain_acc": 97.0,
-                           "mia_efficacy": 0.5 if method == "retrain" else 0.6}
+            mine = method == "finetune"
+            cell["row"] = {**cell["row"], "forget_acc": 10.0 + f, "test_acc": 86.0 if mine else 90.0,
+                           "test_remain_acc": 95.0 if mine else 97.0, "mia_efficacy": 0.6 if mine else 0.5}
             cells.append(cell)
     filled = fill_gaps(cells)
     assert filled[1]["row"]["gap"]["mia_efficacy"] == pytest.approx(0.1)  # the attack suite's gaps too
-    line = gap_table(group_cells(filled)[("mnist", "class")], "class").splitlines()[2].split("|")
+    by_method = group_cells(filled)[("mnist", "class")]
+    line = gap_table(by_method, "class").splitlines()[2].split("|")
     assert line[1].strip() == "finetune" and line[2].strip() == "2.00 ± 0.00"  # per seed: |+-2|
-    assert line[7].strip() == "2.50"  # (0 + 0 + 0 + 10) / 4
+    assert line[7].strip() == "3.00"  # (0 + 0 + |95 - 97| + 10) / 4: D_t,r in class removal
+    assert gap_table(by_method, "random").splitlines()[2].split("|")[7].strip() == "3.50"  # D_t: |86 - 90|
 
 
 def test_gap_of_nan_is_nan():
@@ -100,9 +103,9 @@ def test_rows_with_gaps_against_another_retrained_model_are_marked_and_null_gaps
     own["row"] = {**own["row"], "retrain": elsewhere, "gap": gaps(own["row"], elsewhere), "avg_gap": 1.0}
     own["row"]["gap"] = {**own["row"]["gap"], "mia": None}  # as a NaN reads back
     by_method = group_cells(fill_gaps([retrain, filled, own]))[("mnist", "class")]
-    lines = gap_table(by_method).splitlines()
+    lines = gap_table(by_method, "class").splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:4]] == ["finetune", f"scrub {OWN_REFERENCE}"]
     assert lines[3].split("|")[5].strip() == "-"  # the null MIA gap: no number, no crash
     assert lines[-1].startswith(f"{OWN_REFERENCE} gaps against the retrained model")
     same = {**own, "row": {**own["row"], "retrain": dict(retrain["row"])}}
-    assert OWN_REFERENCE not in gap_table(group_cells(fill_gaps([retrain, same]))[("mnist", "class")])
+    assert OWN_REFERENCE not in gap_table(group_cells(fill_gaps([retrain, same]))[("mnist", "class")], "class")

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -151,6 +152,18 @@ def _fake_cell(dataset: str, scenario: str, method: str, seed: int, remain: floa
            "avg_gap": (remain - 90.0 + 1.0 + 2.0) / 4,
            "relearn": {"step": [0, 100, 150], "gap": [remain, remain - 10 * seed, remain - 20], "lr": 1e-3}}
     return {"dataset": dataset, "scenario": scenario, "method": method, "seed": seed, "row": row}
+
+
+def test_a_diverged_cells_null_relearning_gaps_read_as_nan():
+    """A diverged model's relearning gaps are NaN, stored as null: the series' mean crashed on them."""
+    from figures import relearning_series, series_csv
+
+    cells = [_fake_cell("mnist", "class", "camu", seed, 99.0, 0.25) for seed in (0, 1)]
+    cells[1]["row"]["relearn"] = {**cells[1]["row"]["relearn"], "gap": [None, None, 50.0]}
+    (steps, mean, std, n), = relearning_series(cells)[("mnist", "class")].values()
+    assert steps == [0, 100, 150] and n == 2
+    assert math.isnan(mean[0]) and math.isnan(mean[1]) and mean[2] == pytest.approx((79.0 + 50.0) / 2)
+    assert "camu,0,nan," in series_csv({"camu": (steps, mean, std, n)})
 
 
 def test_tables_mean_pm_std_in_three_formats(tmp_path):

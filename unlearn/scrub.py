@@ -38,6 +38,7 @@ SCRUB+R rows should say so.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -146,7 +147,10 @@ def rewind(model: nn.Module, saved: list[dict[str, torch.Tensor]], task: Unlearn
     for state in saved:
         model.load_state_dict(state)
         forget_errors.append(error(model, task, data.train.images[forget], data.train.labels[forget], runtime))
-    chosen = min(range(len(saved)), key=lambda i: abs(forget_errors[i] - reference))
+    finite = [i for i in range(len(saved)) if math.isfinite(forget_errors[i] - reference)]
+    # a diverged epoch's error is NaN and compares as nothing (``min`` kept epoch 1): only finite ones
+    # are chosen from, and with none the final student (the last saved) stays
+    chosen = min(finite, key=lambda i: abs(forget_errors[i] - reference)) if finite else len(saved) - 1
     model.load_state_dict(saved[chosen])
     return {"rewind_epoch": chosen + 1, "rewind_heldout_error": reference, "rewind_forget_error": forget_errors}
 
