@@ -19,6 +19,7 @@ import datetime
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -152,6 +153,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
+    check_tuned_file_owner(cfg, opts)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
         if space[key].kind == "categorical":  # (numbers it runs as given)
@@ -184,6 +186,47 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def tuned_file_study(path: Path) -> str | None:
+    """The study database a tuned file's provenance names (``# study: PATH``); None if none or no file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r"^# study: (.+)$", text, flags=re.MULTILINE)
+    return found.group(1).strip() if found else ""
+
+
+def check_tuned_file_owner(cfg: Config, opts: TuneOptions) -> None:
+    """ConfigError, before any trial, when the tuned file this study would write holds another study's keys.
+
+    The default tuned_dir is the repository's ``configs/tuned``, whose files are committed results:
+    a two-trial study on a slice, in any out_dir, replaced one (and ``tuned=true`` then used it on
+    the full data). A study may replace its own file, and one restored from the summary of the
+    study that wrote it (``--from_summary``) continues that study."""
+    path = tuned_path(cfg)
+    owner = tuned_file_study(path)
+    if owner is None:
+        return
+    mine = study_path(cfg).resolve()
+    if owner and Path(owner).resolve() == mine:
+        return
+    if opts.from_summary:
+        summary = read_summary(cfg, opts)  # its own refusals first
+        if owner and summary.get("database") == owner:
+            return
+    where = f"study {owner}" if owner else "no study (no '# study:' line)"
+    raise ConfigError(f"tuned_dir: {_shown(path)} holds the tuned keys of {where}, which this study ({mine}) "
+                      "would replace: write elsewhere with --tuned_dir=DIR, continue that study with "
+                      "--from_summary=ITS_SUMMARY.json, or remove the file")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def open_study(cfg: Config, opts: TuneOptions) -> Any:
@@ -227,6 +270,8 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
                 else t.user_attrs.get("host") == host and not _pid_alive(int(t.user_attrs["pid"])))
         if dead:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            print(f"trial {t.number}: left running by a process that has ended; marked failed (it counts "
+                  "toward --trials, and its parameters are not held against it)")
     study.sampler = failure_aware_tpe(seed=opts.sampler_seed, offset_by_first_trial=True)
     return study
 

@@ -231,7 +231,8 @@ def test_killed_study_continues_without_repeating(data_root: Path, shared: Path,
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() outside optimize, on purpose
-def test_nameless_running_trial_of_a_dead_process_is_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nameless_running_trial_of_a_dead_process_is_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A kill between Optuna creating a trial and the objective's first line leaves it RUNNING without
     host or pid; open_study fails it once it is older than the grace, instead of counting it as running."""
     cfg = Config(dataset="mnist", scenario="class", method="unrolling_sgd", out_dir=str(tmp_path))
@@ -242,9 +243,13 @@ def test_nameless_running_trial_of_a_dead_process_is_failed(tmp_path: Path, monk
     named.set_user_attr("host", socket.gethostname())
     named.set_user_attr("pid", os.getpid())  # alive: left running
     monkeypatch.setattr(tune, "ORPHAN_GRACE_S", 0.0)
+    capsys.readouterr()
     again = tune.open_study(cfg, opts)
     states = {t.number: t.state for t in again.get_trials(deepcopy=False)}
     assert states == {orphan.number: optuna.trial.TrialState.FAIL, named.number: optuna.trial.TrialState.RUNNING}
+    said = capsys.readouterr().out.splitlines()  # said, as it counts toward --trials
+    assert said == [f"trial {orphan.number}: left running by a process that has ended; marked failed (it counts "
+                    "toward --trials, and its parameters are not held against it)"]
 
 
 def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path: Path,
@@ -335,6 +340,28 @@ def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, s
     assert [t.state.name for t in trials] == ["FAIL"] and "error" not in trials[0].user_attrs
     assert trials[0].user_attrs["published"]  # queued again by the next run
     assert not (tmp_path / "tuned").exists()
+
+
+def test_a_study_does_not_replace_another_studys_tuned_file(data_root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The default tuned_dir holds committed results: a slice study in another out_dir replaced one."""
+    tuned_dir = tmp_path / "tuned"
+    path = tuned_dir / "mnist_class" / "neggrad.yaml"
+    path.parent.mkdir(parents=True)
+    committed = "# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n"
+    path.write_text(committed)
+    out = tmp_path / "out"
+    assert tune.main(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: tuned_dir:") and "/elsewhere/tuning/mnist-class-neggrad.db" in err
+    assert "\n" not in err and path.read_text() == committed and not out.exists()
+    path.write_text("neggrad_lr: 0.002\n")  # written by hand: no study named, not replaced either
+    assert tune.main(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1")) == 2
+    assert "no study" in capsys.readouterr().err
+    mine = (out / "tuning" / "mnist-class-neggrad.db").resolve()
+    path.write_text(f"# study: {mine}\nneggrad_lr: 0.002\n")  # its own file: the study may rewrite it
+    opts, cfg = tune.parse_tune_args(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1"))
+    assert cfg.method == "neggrad"
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
