@@ -153,7 +153,9 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
-    check_tuned_file_owner(cfg, opts)
+    replacing = other_studys_file(cfg, opts)
+    if replacing:
+        print(replacing, file=sys.stderr)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
         if space[key].kind == "categorical":  # (numbers it runs as given)
@@ -198,28 +200,25 @@ def tuned_file_study(path: Path) -> str | None:
     return found.group(1).strip() if found else ""
 
 
-def check_tuned_file_owner(cfg: Config, opts: TuneOptions) -> None:
-    """ConfigError, before any trial, when the tuned file this study would write holds another study's keys.
+def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
+    """A warning, said before any trial, when the tuned file this study will write holds another study's keys
+    ("" when there is no file, or it is this study's, or ``--from_summary`` continues the study that wrote it).
 
-    The default tuned_dir is the repository's ``configs/tuned``, whose files are committed results:
-    a two-trial study on a slice, in any out_dir, replaced one (and ``tuned=true`` then used it on
-    the full data). A study may replace its own file, and one restored from the summary of the
-    study that wrote it (``--from_summary``) continues that study."""
+    The default tuned_dir is the repository's ``configs/tuned``, whose files are committed results: a
+    two-trial study on a slice, in any out_dir, replaced one without a word (and ``tuned=true`` then laid
+    it over full-data runs). The file is still written, where ``tune.py`` always writes it."""
     path = tuned_path(cfg)
     owner = tuned_file_study(path)
     if owner is None:
-        return
+        return ""
     mine = study_path(cfg).resolve()
     if owner and Path(owner).resolve() == mine:
-        return
-    if opts.from_summary:
-        summary = read_summary(cfg, opts)  # its own refusals first
-        if owner and summary.get("database") == owner:
-            return
+        return ""
+    if opts.from_summary and owner and read_summary(cfg, opts).get("database") == owner:
+        return ""
     where = f"study {owner}" if owner else "no study (no '# study:' line)"
-    raise ConfigError(f"tuned_dir: {_shown(path)} holds the tuned keys of {where}, which this study ({mine}) "
-                      "would replace: write elsewhere with --tuned_dir=DIR, continue that study with "
-                      "--from_summary=ITS_SUMMARY.json, or remove the file")
+    return (f"warning: {_shown(path)} holds the tuned keys of {where}; this study ({mine}) replaces them when "
+            "it ends (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
 
 
 def _shown(path: Path) -> str:

@@ -342,26 +342,30 @@ def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, s
     assert not (tmp_path / "tuned").exists()
 
 
-def test_a_study_does_not_replace_another_studys_tuned_file(data_root: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """The default tuned_dir holds committed results: a slice study in another out_dir replaced one."""
+def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
+        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default tuned_dir holds committed results: a slice study in another out_dir replaced one silently."""
     tuned_dir = tmp_path / "tuned"
     path = tuned_dir / "mnist_class" / "neggrad.yaml"
     path.parent.mkdir(parents=True)
-    committed = "# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n"
-    path.write_text(committed)
     out = tmp_path / "out"
-    assert tune.main(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1")) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("config error: tuned_dir:") and "/elsewhere/tuning/mnist-class-neggrad.db" in err
-    assert "\n" not in err and path.read_text() == committed and not out.exists()
-    path.write_text("neggrad_lr: 0.002\n")  # written by hand: no study named, not replaced either
-    assert tune.main(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1")) == 2
-    assert "no study" in capsys.readouterr().err
-    mine = (out / "tuning" / "mnist-class-neggrad.db").resolve()
-    path.write_text(f"# study: {mine}\nneggrad_lr: 0.002\n")  # its own file: the study may rewrite it
-    opts, cfg = tune.parse_tune_args(_argv(data_root, out, tuned_dir, "neggrad", "--trials=1"))
-    assert cfg.method == "neggrad"
+    argv = _argv(data_root, out, tuned_dir, "neggrad", "--trials=1")
+
+    def said() -> list[str]:
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+
+    path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
+    tune.parse_tune_args(argv)  # before any trial
+    (line,) = said()
+    assert "/elsewhere/tuning/mnist-class-neggrad.db" in line and "--tuned_dir=DIR" in line
+    path.write_text("neggrad_lr: 0.002\n")  # written by hand
+    tune.parse_tune_args(argv)
+    assert "no study" in said()[0]
+    path.write_text(f"# study: {(out / 'tuning' / 'mnist-class-neggrad.db').resolve()}\nneggrad_lr: 0.002\n")
+    tune.parse_tune_args(argv)  # its own file: nothing to say
+    path.unlink()
+    tune.parse_tune_args(argv)
+    assert said() == []
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
