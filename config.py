@@ -673,12 +673,34 @@ def tune_command(cfg: Config) -> str:
     return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != Config.tuned_dir else "")
 
 
-def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
-    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, and
-    the tune seeds the file names. One read gives the keys, the hash and the seeds: a file tune.py
-    replaces meanwhile cannot pair one version's keys with another's hash."""
+TUNED_AGAINST = ("dataset", "scenario", "forget_class", "forget_fraction", "forget_repeat", "train_limit",
+                 "test_limit", "model", "pretrained", "train_epochs", "train_lr", "batch_size", "weight_decay",
+                 "train_seed")  # the data, the split and the original model a study tuned against
+
+
+def tuned_against(cfg: Config) -> dict[str, Any]:
+    """``TUNED_AGAINST``'s values: tune.py writes them into the tuned file (``# tuned on: {...}``)."""
+    return {k: getattr(cfg, k) for k in TUNED_AGAINST}
+
+
+def _tuned_on(text: str) -> dict[str, Any]:
+    import json
+
+    found = re.search(r"^# tuned on: (\{.*\})$", text, flags=re.MULTILINE)
+    try:
+        value = json.loads(found.group(1)) if found else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...], dict[str, Any]]:
+    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, the
+    tune seeds the file names, and the settings it was tuned on (files written before 2026-12-01: none).
+    One read gives all of it: a file tune.py replaces meanwhile cannot pair one version's keys with
+    another's hash."""
     if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
-        return cfg, ()
+        return cfg, (), {}
     path = tuned_path(probe)
     if not path.is_file():
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
@@ -692,8 +714,9 @@ def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
     cfg = apply_overrides(cfg, values, source=str(path))
     digest = hashlib.sha256(data).hexdigest()
-    seeds = tune_seeds_in(data.decode("utf-8"))
-    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), seeds
+    text = data.decode("utf-8")
+    return (dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), tune_seeds_in(text),
+            _tuned_on(text))
 
 
 def _shown_path(path: Path) -> str:
@@ -729,8 +752,9 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     if probe.tuned_file or probe.tuned_sha256:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
     tune_seeds: tuple[int, ...] = ()
+    tuned_on: dict[str, Any] = {}
     if probe.tuned:
-        cfg, tune_seeds = _layer_tuned(cfg, probe)
+        cfg, tune_seeds, tuned_on = _layer_tuned(cfg, probe)
         if echo and cfg.tuned_file:
             print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...)")
     cfg = apply_overrides(cfg, overrides)
@@ -743,6 +767,11 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
+        other = [f"{k}={tuned_on[k]!r} (here {getattr(cfg, k)!r})" for k in TUNED_AGAINST
+                 if k in tuned_on and tuned_on[k] != getattr(cfg, k)]
+        if echo and other:  # a study on a slice, laid over a full run: allowed, but never unsaid
+            print(f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}",
+                  file=sys.stderr)
     return validate(cfg)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from config import (
     help_text,
     parse_args,
     read_yaml,
+    tuned_against,
     tuned_path,
     unwritable_folder,
     validate,
@@ -647,6 +649,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         *([f"# the published setting is kept: no feasible trial beats it by more than its standard error over "
            f"the tune seeds ({margin:.3f})"] if kept else []),
         f"# tune seeds: {','.join(map(str, opts.tune_seeds))} (reported seeds: {','.join(map(str, cfg.seeds))})",
+        f"# tuned on: {json.dumps(tuned_against(cfg))}",
         commit_line(summary["git_commit"], trials),
         f"# date: {summary['date']}",
         f"# study: {summary['database']}",

@@ -45,7 +45,8 @@ def _trials(out: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'tuning' / name}.db").get_trials()
 
 
-def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Path, tmp_path: Path) -> None:
+def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     tuned_dir = tmp_path / "tuned"
     argv = _argv(data_root, shared, tuned_dir, "neggrad", "--trials=3", "--tune_seeds=100,101")
     assert tune.main(argv) == 0
@@ -76,6 +77,13 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     assert cfg.tuned_file == str(path) and len(cfg.tuned_sha256) == 64
     assert parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true",
                             "--neggrad_epochs=1")).neggrad_epochs == 1  # overrides still win
+    # the slice it was tuned on is in the file: laid over other data, main.py says so (and goes on)
+    capsys.readouterr()
+    parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true"), echo=True)
+    assert "warning" not in capsys.readouterr().err
+    parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--train_limit=0"), echo=True)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"warning: {path} was tuned on other data or another original: train_limit=1000 (here 0)")
     with pytest.raises(ConfigError, match=r"seeds: 101 was a tune seed of .*neggrad\.yaml"):  # reporting on the
         parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--seeds=0,101"))  # study's own
     doc = main_mod.run(cfg, log=lambda *_: None)
