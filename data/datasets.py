@@ -193,16 +193,37 @@ def _open(name: str, root: Path, train: bool, download: bool, verify: bool = Tru
         print(f"warning: verify_data=false: {name} files in {root / folder} are not checked against "
               "the originals' checksums; results record verify_data: false", file=sys.stderr)
     cls = _unchecked_class(name) if cifar and not verify else _torchvision_class(name)
+    made = _missing_folders(root / folder)
     try:
         return cls(root=str(root), train=train, download=download, transform=transform)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # one line, whole: torchvision's download error ends its first line with "...gz:" and the cause after
+        reason = " ".join(str(exc).split())[:300] if str(exc) else type(exc).__name__
         if _all_present(name, root):
             raise DataError(f"{name}: the files in {root / folder} are there but cannot be read ({reason}); "
                             "a partial or damaged copy: replace it") from None
+        _remove_if_empty(made)  # a failed download leaves no empty folder behind to be taken for data
         how = "download failed" if download else "download is off"
-        raise DataError(f"{name}: files not found in {root / folder} (expected {files}); "
-                        f"{how} ({reason})") from None
+        raise DataError(f"{name}: files not found in {root / folder} (expected {files}); {how} ({reason}); "
+                        "point --data_root (or CAMU_DATA_ROOT) at a folder that holds them") from None
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for path in folders:  # deepest first; a folder with anything in it stays
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def _all_present(name: str, root: Path) -> bool:

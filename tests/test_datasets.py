@@ -68,6 +68,30 @@ def test_a_truncated_file_is_damaged_not_missing(data_root, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_failed_download_says_why_in_one_line_and_leaves_no_empty_folder(tmp_path, monkeypatch):
+    """Offline, torchvision's error was cut at "Error downloading train-images-idx3-ubyte.gz:" and an empty
+    MNIST/raw stayed behind, with no word on where the data should come from."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*args, **kwargs):
+        raise URLError("no network here")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    root = tmp_path / "datasets"
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", root, download=True)
+    message = str(info.value)
+    assert "\n" not in message and "download failed" in message and "CAMU_DATA_ROOT" in message
+    assert "train-images-idx3-ubyte.gz" in message
+    assert not root.exists()  # made by the failed download, removed with it
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(DataError):
+        load_dataset("mnist", tmp_path / "kept", download=True)
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "MNIST").exists()
+
+
 def test_a_missing_file_is_still_named_as_missing(data_root, tmp_path):
     root = _copy(data_root, tmp_path, "", lambda content: content)
     (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
