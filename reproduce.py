@@ -255,6 +255,8 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
     with e.g. ``--train_limit=3000`` into a folder of full runs reported the full runs.
     ``configs``: ``grid_configs(plan)``.
     """
+    ours = plan.out_dir.resolve() == (HERE / "results").resolve()
+    committed = " (results/ holds the committed cells)" if ours else ""
     kinds: dict[tuple[str, str], dict[str, Path]] = {}  # per scenario: one stored cell per distinct setting
     stored: dict[Path, dict[str, Any]] = {}
     for d in plan.axis("datasets"):
@@ -270,7 +272,7 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
             changed = _changes(scenario_settings(stored[path]), current)
             if changed:
                 raise ConfigError(f"{path} was computed with other settings ({', '.join(changed[:4])}): "
-                                  "use another out_dir for them")
+                                  f"use another out_dir for them{committed}")
     for cell in plan.cells():
         path = cell.path(plan.out_dir)
         if path not in stored:
@@ -282,7 +284,7 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
         changed = _changes({k: v for k, v in stored[path].items() if k in own}, current)
         if changed:
             raise ConfigError(f"{path} was computed with other settings of {cell.method} ({', '.join(changed[:4])}): "
-                              "use another out_dir, or --variant=NAME to store them beside it")
+                              f"use another out_dir{committed}, or --variant=NAME to store them beside it")
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:

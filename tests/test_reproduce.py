@@ -137,6 +137,15 @@ def test_a_slurm_launch_names_a_stored_cells_words_file_by_its_place_not_its_spe
         reproduce.check_stored_settings(other, reproduce.grid_configs(other))
 
 
+def test_the_committed_results_folder_is_named_as_such_when_it_refuses_a_slice(capsys):
+    """reproduce.py's default out_dir is the committed sweep: a first slice run was refused naming a cell
+    of a method it did not ask for, without saying what the folder is."""
+    assert reproduce.main(["--datasets=mnist", "--scenarios=class", "--methods=camu", "--seeds=0",
+                           "--train_limit=3000", f"--out_dir={reproduce.HERE / 'results'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train_limit 0 -> 3000" in err and err.endswith("(results/ holds the committed cells)")
+
+
 def test_a_cell_without_its_header_is_computed_again_not_tabled(tmp_path):
     path = tmp_path / "camu-seed0.json"
     path.write_text(json.dumps({"scenario": "class", "method": "camu", "seed": 0, "row": {"remain_acc": 1.0}}))
