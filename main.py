@@ -154,7 +154,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     check_splits(cfg, data.train.labels, cfg.seeds)
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
-    log(f"original model {how}: {info.path} (training took {info.train_time_s:.1f} s)")
+    stored = "" if info.path.exists() else " (not stored)"
+    log(f"original model {how}: {info.path}{stored} (training took {info.train_time_s:.1f} s)")
     meta: dict[str, Any] = {
         "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),
@@ -195,13 +196,17 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
 
 
 class RunBusy(RuntimeError):
-    """Another live process is running under the same run folder (its results.json would be lost)."""
+    """Another live process is running under the same run folder (its results.json would be lost), or the
+    folder cannot be made."""
 
 
 def run_lock(run_dir: Path) -> FileLock:
     """The lock a run holds on its folder while it writes results: two runs under one ``run_name`` at
     once renamed each other's results.json away (``keep_previous``) and overwrote the rest."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. under /proc: config's check (without creating it) cannot tell
+        raise RunBusy(f"cannot create the run folder {run_dir} ({exc.strerror or exc})") from None
     return FileLock(run_dir / ".results.json.lock", is_singleton=True, fallback_to_soft=False)
 
 

@@ -219,6 +219,22 @@ time.sleep(300)
 """
 
 
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    """Under /proc the config's check (without creating anything) passes and mkdir fails with ENOENT,
+    after the original's training: that was a traceback."""
+    import errno
+
+    def refuse(self, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(main.RunBusy, match="cannot create the run folder"):
+        main.run_lock(tmp_path / "runs" / "x")
+    assert main.one_line_errors(lambda: main.run_lock(tmp_path / "runs" / "x") and 0, "") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot create the run folder") and "\n" not in err
+
+
 def test_a_second_run_under_a_busy_run_name_stops_in_one_line(small_cfg, shared_out, monkeypatch, capsys):
     """Two runs under one run name renamed each other's results.json away and overwrote the rest."""
     cfg = dataclasses.replace(small_cfg, out_dir=str(shared_out), device="cpu", seeds=[0], compare_retrain=False,
