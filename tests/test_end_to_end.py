@@ -279,7 +279,8 @@ def test_every_command_ends_its_work_with_the_same_one_line_errors(command, tmp_
 
     module = {"main": main, "tune": tune, "reproduce": reproduce}[command]
     target = {"main": "run", "tune": "tune", "reproduce": "write_outputs"}[command]
-    argv = {"main": [f"--out_dir={tmp_path}"], "tune": ["--method=finetune", f"--out_dir={tmp_path}"],
+    argv = {"main": [f"--out_dir={tmp_path}"], "tune": ["--method=finetune", f"--out_dir={tmp_path}",
+                                                                   f"--tuned_dir={tmp_path / 'tuned'}"],
             "reproduce": ["--table-only", "--datasets=mnist", "--methods=camu", f"--out_dir={tmp_path}"]}[command]
     for error, status, says in (
             (OSError(28, "No space left on device", "/x/t.md"), 1, "error: No space left on device: /x/t.md"),
