@@ -379,14 +379,14 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {kind}")  # pragma: no cover
 
 
-def unknown_key_message(key: str, known: Collection[str], source: str = "") -> str:
+def unknown_key_message(key: str, known: Collection[str], source: str = "", what: str = "config key") -> str:
     """One line naming the closest known keys; the full list is one ``--help`` away."""
     where = f" (in {source})" if source else ""
     close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
     if not close:  # a prefix or a part of a key: 'scrub' -> every scrub_* key, up to three
         close = sorted(k for k in known if key and (k.startswith(key) or key in k))[:3]
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see --help for every key"
-    return f"unknown config key {key!r}{where}; {hint}"
+    return f"unknown {what} {key!r}{where}; {hint}"
 
 
 def check_keys(args: list[str], flags: Collection[str]) -> None:
@@ -398,7 +398,8 @@ def check_keys(args: list[str], flags: Collection[str]) -> None:
         if key in flags and key not in types:  # the command took its valued flags already: a bare one, given a value
             raise ConfigError(f"--{key}: takes no value (give --{key} alone)")
         if key is not None and key not in types:
-            raise ConfigError(unknown_key_message(key, [*types, *(f for f in flags if f not in types)]))
+            raise ConfigError(unknown_key_message(key, [*types, *(f for f in flags if f not in types)],
+                                                  what="flag or config key"))
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any], source: str = "") -> Config:

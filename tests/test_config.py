@@ -315,7 +315,7 @@ def test_a_typo_of_a_command_s_own_flag_is_offered_that_flag(command, typo, mean
     argv = [typo, f"--out_dir={tmp_path / 'out'}", *(["--method=ssd"] if command == "tune" else [])]
     assert module.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("config error: unknown config key") and f"did you mean '{meant}'" in err
+    assert err.startswith("config error: unknown flag or config key") and f"did you mean '{meant}'" in err
     assert not (tmp_path / "out").exists()
 
 
