@@ -610,7 +610,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    database = study_path(cfg)
+    database = study_path(cfg).resolve()  # absolute: the tuned file's '# study:' line names it from any folder
     summary: dict[str, Any] = {
         "study": study_name(cfg), "database": str(database),
         "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),

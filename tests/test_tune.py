@@ -68,6 +68,7 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     text = path.read_text()
     assert yaml.safe_load(text) == best.params
     assert "# trials: 3 finished" in text and "# tune seeds: 100,101" in text and "# commit:" in text
+    assert f"# study: {(shared / 'tuning' / 'mnist-class-neggrad.db').resolve()}" in text
     assert all(t.user_attrs["git_commit"] == trials[0].user_attrs["git_commit"] for t in trials)
     assert summary["best"]["number"] == best.number and len(summary["trials"]) == 3
 
