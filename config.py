@@ -680,8 +680,29 @@ TUNED_AGAINST = ("dataset", "scenario", "forget_class", "forget_fraction", "forg
 
 
 def tuned_against(cfg: Config) -> dict[str, Any]:
-    """``TUNED_AGAINST``'s values: tune.py writes them into the tuned file (``# tuned on: {...}``)."""
-    return {k: getattr(cfg, k) for k in TUNED_AGAINST}
+    """``TUNED_AGAINST``'s values as they act: tune.py writes them into the tuned file (``# tuned on: {...}``).
+    The model as resolved (``auto`` is the dataset's); no forget_fraction in class removal (unused there)."""
+    values = {k: getattr(cfg, k) for k in TUNED_AGAINST}
+    values["model"] = cfg.model_name
+    if cfg.scenario == "class":
+        del values["forget_fraction"]
+    return values
+
+
+def tuned_on_warning(cfg: Config) -> str:
+    """One warning line when ``cfg`` lays a tuned file over other data, split or original model than its
+    study ran on ('' when the same, or the file records none: those written before 2026-12-01 evening)."""
+    if not cfg.tuned_file:
+        return ""
+    path = Path(cfg.tuned_file)
+    try:
+        text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    recorded, mine = _tuned_on(text), tuned_against(cfg)
+    other = [f"{k}={recorded[k]!r} (here {mine[k]!r})" for k in mine if k in recorded and recorded[k] != mine[k]]
+    return (f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}"
+            if other else "")
 
 
 def _tuned_on(text: str) -> dict[str, Any]:
@@ -695,13 +716,12 @@ def _tuned_on(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...], dict[str, Any]]:
-    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, the
-    tune seeds the file names, and the settings it was tuned on (files written before 2026-12-01: none).
-    One read gives all of it: a file tune.py replaces meanwhile cannot pair one version's keys with
-    another's hash."""
+def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
+    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, and
+    the tune seeds the file names. One read gives the keys, the hash and the seeds: a file tune.py
+    replaces meanwhile cannot pair one version's keys with another's hash."""
     if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
-        return cfg, (), {}
+        return cfg, ()
     path = tuned_path(probe)
     if not path.is_file():
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
@@ -715,9 +735,7 @@ def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...], d
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
     cfg = apply_overrides(cfg, values, source=str(path))
     digest = hashlib.sha256(data).hexdigest()
-    text = data.decode("utf-8")
-    return (dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), tune_seeds_in(text),
-            _tuned_on(text))
+    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), tune_seeds_in(data.decode())
 
 
 def _shown_path(path: Path) -> str:
@@ -753,9 +771,8 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     if probe.tuned_file or probe.tuned_sha256:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
     tune_seeds: tuple[int, ...] = ()
-    tuned_on: dict[str, Any] = {}
     if probe.tuned:
-        cfg, tune_seeds, tuned_on = _layer_tuned(cfg, probe)
+        cfg, tune_seeds = _layer_tuned(cfg, probe)
         if echo and cfg.tuned_file:
             print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...)")
     cfg = apply_overrides(cfg, overrides)
@@ -768,12 +785,10 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
-        other = [f"{k}={tuned_on[k]!r} (here {getattr(cfg, k)!r})" for k in TUNED_AGAINST
-                 if k in tuned_on and tuned_on[k] != getattr(cfg, k)]
-        if echo and other:  # a study on a slice, laid over a full run: allowed, but never unsaid
-            print(f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}",
-                  file=sys.stderr)
-    return validate(cfg)
+    cfg = validate(cfg)
+    if echo and (warning := tuned_on_warning(cfg)):  # a slice study laid over a full run: allowed, never unsaid
+        print(warning, file=sys.stderr)
+    return cfg
 
 
 def tune_seeds_in(text: str) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ from config import (
     key_owner,
     parse_args,
     scenario_settings,
+    tuned_on_warning,
     wants_help,
 )
 from figures import write_relearning
@@ -368,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if options.launcher == "submitit":
             plan = plan.with_absolute_paths()
         if not plan.table_only:  # a bad override, or settings other than the stored cells', stop here
-            check_stored_settings(plan, grid_configs(plan))
+            configs = grid_configs(plan)
+            check_stored_settings(plan, configs)
+            for warning in dict.fromkeys(filter(None, map(tuned_on_warning, configs.values()))):
+                print(warning, file=sys.stderr)  # once per tuned file laid over other data than its study's
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

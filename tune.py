@@ -219,8 +219,8 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
     if opts.from_summary and owner and read_summary(cfg, opts).get("database") == owner:
         return ""
     where = f"study {owner}" if owner else "no study (no '# study:' line)"
-    return (f"warning: {_shown(path)} holds the tuned keys of {where}; this study ({mine}) replaces them when "
-            "it ends (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
+    return (f"warning: {_shown(path)} holds the tuned keys of {where}; this study ({mine}) will replace them "
+            "with its best trial (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
 
 
 def _shown(path: Path) -> str:

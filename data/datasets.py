@@ -222,6 +222,8 @@ def _remove_if_empty(folders: list[Path]) -> None:
     for path in folders:  # deepest first; a folder with anything in it stays
         try:
             path.rmdir()
+        except FileNotFoundError:
+            continue  # never made (CIFAR's folder comes with the archive; torchvision made only root)
         except OSError:
             return
 

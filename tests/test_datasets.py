@@ -86,6 +86,16 @@ def test_a_failed_download_says_why_in_one_line_and_leaves_no_empty_folder(tmp_p
     assert "\n" not in message and "download failed" in message and "CAMU_DATA_ROOT" in message
     assert "train-images-idx3-ubyte.gz" in message
     assert not root.exists()  # made by the failed download, removed with it
+    import torchvision.datasets.cifar as tv_cifar
+
+    def root_then_offline(url, root, *args, **kwargs):  # torchvision makes root, the archive makes the rest
+        Path(root).mkdir(parents=True, exist_ok=True)
+        raise URLError("no network here")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", root_then_offline)
+    with pytest.raises(DataError, match="download failed"):
+        load_dataset("cifar10", tmp_path / "cifar", download=True)
+    assert not (tmp_path / "cifar").exists()
     (tmp_path / "kept").mkdir()  # a folder that was there before stays
     with pytest.raises(DataError):
         load_dataset("mnist", tmp_path / "kept", download=True)

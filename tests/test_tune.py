@@ -82,9 +82,21 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     capsys.readouterr()
     parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true"), echo=True)
     assert "warning" not in capsys.readouterr().err
+    parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--model=cnn",
+                     "--forget_fraction=0.2"), echo=True)  # the same original; no fraction in class removal
+    assert "warning" not in capsys.readouterr().err
     parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--train_limit=0"), echo=True)
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"warning: {path} was tuned on other data or another original: train_limit=1000 (here 0)")
+    import reproduce  # a sweep's tuned cells: said once per file, before any work
+
+    sweep = ["--datasets=mnist", "--scenarios=class", "--methods=neggrad", "--seeds=0,1", "--tuned=true",
+             f"--tuned_dir={tuned_dir}", f"--out_dir={tmp_path / 'sweep'}", f"--data_root={data_root}",
+             "--download=false", "--dry-run"]
+    assert reproduce.main(sweep) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert said == [f"warning: {path} was tuned on other data or another original: train_limit=1000 (here 0), "
+                    "test_limit=300 (here 0), train_epochs=1 (here 20)"]
     with pytest.raises(ConfigError, match=r"seeds: 101 was a tune seed of .*neggrad\.yaml"):  # reporting on the
         parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--seeds=0,101"))  # study's own
     doc = main_mod.run(cfg, log=lambda *_: None)
