@@ -699,21 +699,26 @@ def tuned_on_warning(cfg: Config) -> str:
         text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
-    recorded, mine = _tuned_on(text), tuned_against(cfg)
+    recorded, mine = _json_mapping(provenance(text, "tuned on")), tuned_against(cfg)
     other = [f"{k}={recorded[k]!r} (here {mine[k]!r})" for k in mine if k in recorded and recorded[k] != mine[k]]
     return (f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}"
             if other else "")
 
 
-def _tuned_on(text: str) -> dict[str, Any]:
+def provenance(text: str, name: str) -> str | None:
+    """The value of a tuned file's ``# NAME: value`` provenance line (the first such line); None without one."""
+    found = re.search(rf"^# {re.escape(name)}: (.*)$", text, flags=re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+def _json_mapping(value: str | None) -> dict[str, Any]:
     import json
 
-    found = re.search(r"^# tuned on: (\{.*\})$", text, flags=re.MULTILINE)
     try:
-        value = json.loads(found.group(1)) if found else {}
+        loaded = json.loads(value) if value else {}
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
@@ -793,11 +798,8 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
 
 def tune_seeds_in(text: str) -> tuple[int, ...]:
     """The tune seeds a tuned file's provenance names (``# tune seeds: 100,101 ...``); none if it names none."""
-    for line in text.splitlines():
-        found = re.match(r"# tune seeds: ([\d,]+)", line)
-        if found:
-            return tuple(int(s) for s in found.group(1).split(",") if s)
-    return ()
+    found = re.match(r"[\d,]+", provenance(text, "tune seeds") or "")
+    return tuple(int(s) for s in found.group(0).split(",") if s) if found else ()
 
 
 HERE = Path(__file__).resolve().parent

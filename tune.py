@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import time
@@ -35,9 +34,11 @@ from concepts import ConceptError
 from config import (
     Config,
     ConfigError,
+    _shown_path,
     check_keys,
     help_text,
     parse_args,
+    provenance,
     read_yaml,
     tuned_against,
     tuned_path,
@@ -193,13 +194,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def tuned_file_study(path: Path) -> str | None:
-    """The study database a tuned file's provenance names (``# study: PATH``); None if none or no file."""
+    """The study database a tuned file's provenance names (``# study: PATH``); "" if none, None if no file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    found = re.search(r"^# study: (.+)$", text, flags=re.MULTILINE)
-    return found.group(1).strip() if found else ""
+    return provenance(text, "study") or ""
 
 
 def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
@@ -219,15 +219,8 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
     if opts.from_summary and owner and read_summary(cfg, opts).get("database") == owner:
         return ""
     where = f"study {owner}" if owner else "no study (no '# study:' line)"
-    return (f"warning: {_shown(path)} holds the tuned keys of {where}; this study ({mine}) will replace them "
+    return (f"warning: {_shown_path(path)} holds the tuned keys of {where}; this study ({mine}) will replace them "
             "with its best trial (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def open_study(cfg: Config, opts: TuneOptions) -> Any:
