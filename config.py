@@ -33,6 +33,7 @@ CONCEPT_CHOICES = {
     "concept_poison_donor_rule": ("confusion", "shared"),
     "concept_poison_labels": ("targeted", "random", "keep"),
     "concept_poison_mode": ("none", "localized", "center", "random", "full"),
+    "concept_poison_variant": ("simple", "release"),
     "concept_poison_layers": ("last", "all"),
     "concept_poison_integrity": ("full", "half"),
 }
@@ -285,6 +286,9 @@ class Config:
     concept_poison_mode: str = opt("none", "forget images: none (label flip only, the paper's protocol), localized, "
                                            "center, random (donor patch there) or full (a donor image)")
     concept_poison_patch: int = opt(0, "patch side in stored pixels (0: 64/224 of the image side, as the release)")
+    concept_poison_variant: str = opt("simple", "image geometry: simple (top-M: one donor patch at every peak; "
+                                                "center/random: the concept patch; full: the donor image) or "
+                                                "release (its crops, sizes, per-concept donors; docs/concepts.md)")
     concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig, localized patches)")
     concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
     concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "

@@ -10,19 +10,32 @@ concept peaks in the forget image; the patch is cut from a random donor-class im
 the donor's own top concept peaks (``revision/poison_gen.py`` and ``concept_tools.py``:
 ``crop_patch`` / ``paste_patch``); ``center`` and ``random`` paste the same patch at the
 image centre or at a seeded random place; ``full`` replaces the image by the donor image.
-Every draw comes from a named seeded stream, so a seed poisons the same way every time.
+That is the ``simple`` variant. The ``release`` variant (``release_poison_images``) follows the
+release's geometry instead: ``revision/poison_gen.py`` ``make_variant`` for ``center`` /
+``random`` / ``full`` (a crop of the donor's centre, a centre kept a half patch inside the
+image, the donor resized and pasted over the centre, at the release's ``POISON_SIZES`` of
+``revision/config.py`` scaled to the stored side) and ``revision/poison_gen_multi.py`` for
+top-M ``localized`` (each concept with its own donor class, a fresh donor image per concept,
+and each concept's peak found again on the image as patched so far). With one concept the two
+variants poison alike. Every draw comes from a named seeded stream, so a seed poisons the same
+way every time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from data.rng import generator
 
 LABEL_RULES = ("targeted", "random", "keep")
 IMAGE_MODES = ("none", "localized", "center", "random", "full")
+VARIANTS = ("simple", "release")
+# The release's patch sides on its 224 px images (revision/config.py POISON_SIZES).
+RELEASE_SIZES = {"localized": 64, "center": 96, "random": 96, "full": 160}
 
 
 def poison_labels(labels: torch.Tensor, rule: str, donor: int, num_classes: int, seed: int) -> torch.Tensor:
@@ -38,7 +51,13 @@ def poison_labels(labels: torch.Tensor, rule: str, donor: int, num_classes: int,
 
 def default_patch(side: int) -> int:
     """The release's 64 px patch on 224 px images, scaled to the stored side (8 px on 28 x 28)."""
-    return max(1, round(side * 64 / 224))
+    return release_size(side, "localized")
+
+
+def release_size(side: int, mode: str) -> int:
+    """The release's patch side of ``mode`` scaled to the stored side: on 28 x 28, 8 (localized),
+    12 (center, random) and 20 (full)."""
+    return max(1, round(side * RELEASE_SIZES[mode] / 224))
 
 
 def _window(centre: torch.Tensor, patch: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,3 +122,74 @@ def poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str, patch: 
     for centre in centres:
         out = _paste(out, patches, *_window(centre, patch, h, w))
     return out.clone() if out is forget else out
+
+
+def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
+    """``images`` resized to ``side`` x ``side`` as the release does (bilinear, ``align_corners=False``)."""
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images.clone()
+    out = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False)
+    if not images.dtype.is_floating_point:
+        out = out.round().clamp(0, torch.iinfo(images.dtype).max)
+    return out.to(images.dtype)
+
+
+@dataclass(frozen=True)
+class ConceptPaste:
+    """One of the top-M concepts under the release's recipe: the donor class's images to cut from,
+    where the donor concept peaks in them, and where the forget concept peaks in a forget image."""
+
+    donors: torch.Tensor
+    donor_peak: Callable[[torch.Tensor], torch.Tensor]
+    forget_peak: Callable[[torch.Tensor], torch.Tensor]
+
+
+def release_poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str, seed: int,
+                          pastes: list[ConceptPaste] | None = None, patch: int = 0) -> torch.Tensor:
+    """The forget images poisoned with the release's geometry (CPU tensors in the stored dtype).
+
+    ``center`` / ``random``: a crop of the donor image's centre (96/224 of the side) pasted at
+    the image centre, or at a centre drawn a half patch inside each edge (the release's
+    ``random_center``); ``full``: the donor image resized to 160/224 of the side, pasted over the
+    centre (the forget image's border stays). ``localized``: for each entry of ``pastes`` in
+    order (the top-M concepts), a fresh donor image of that entry's class, its patch cut where
+    the donor concept peaks, pasted where the forget concept peaks in the image as patched so far
+    (the release locates and cuts with its 64/224 window, then resizes to ``patch``; 0 keeps that
+    side). ``patch`` > 0 also sets the side of ``center`` / ``random`` / ``full``, as the
+    release's ``--patch`` does.
+    """
+    forget = forget.cpu()
+    if mode == "none":
+        return forget.clone()
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"image mode {mode!r} is not one of {', '.join(IMAGE_MODES)}")
+    n, (h, w) = len(forget), forget.shape[-2:]
+    side = min(h, w)
+
+    def draw(pool: torch.Tensor, k: int) -> torch.Tensor:
+        stream = "concept_poison/donor_images" + (f"/{k}" if k else "")  # k = 0: the simple variant's draw
+        return pool.cpu()[torch.randint(len(pool), (n,), generator=generator(seed, stream))]
+
+    if mode == "localized":
+        if not pastes:
+            raise ValueError("mode localized needs the top concepts' donors and locations")
+        window = default_patch(side)
+        size = patch or window
+        out = forget
+        for k, step in enumerate(pastes):
+            chosen = draw(step.donors, k)
+            patches = _resize(_cut(chosen, *_window(step.donor_peak(chosen).cpu(), window, h, w), window), size)
+            out = _paste(out, patches, *_window(step.forget_peak(out).cpu(), size, h, w))
+        return out
+    size = min(patch or release_size(side, mode), side)
+    chosen = draw(donors, 0)
+    middle = torch.tensor([[h // 2, w // 2]]).expand(n, 2)
+    if mode == "full":
+        patches = _resize(chosen, size)
+    else:
+        patches = _cut(chosen, *_window(middle, size, h, w), size)
+    if mode == "random":
+        g, margin = generator(seed, "concept_poison/patch_place"), size // 2
+        middle = torch.stack([torch.randint(margin, h - margin + 1, (n,), generator=g),
+                              torch.randint(margin, w - margin + 1, (n,), generator=g)], 1)
+    return _paste(forget, patches, *_window(middle, size, h, w))

@@ -22,7 +22,14 @@ from concepts.attribution import (
 )
 from concepts.donor import choose_donor
 from concepts.pixel_concepts import CONCEPTS, concept_scores
-from concepts.poison import default_patch, poison_images, poison_labels
+from concepts.poison import (
+    ConceptPaste,
+    default_patch,
+    poison_images,
+    poison_labels,
+    release_poison_images,
+    release_size,
+)
 from config import Config, validate
 from eval.accuracy import accuracy
 from eval.concept_metrics import forgetting_rate
@@ -239,6 +246,82 @@ def test_image_modes_change_only_patches():
     two = poison_images(forget, donors, "localized", patch, 0, donor_peak=peak,
                         forget_peaks=lambda x: [peak(x), torch.full((len(x), 2), 22)])
     assert (two != forget).flatten(1).sum(1).eq(2 * patch * patch).all()  # top-M = 2: two patches
+
+
+def test_release_geometry_of_center_random_and_full():
+    """revision/poison_gen.py on 224 px: a 96 px crop of the donor's centre, pasted at the centre or at a
+    centre a half patch inside the edges; the donor resized to 160 px over the centre. Scaled to 28 px: 12, 20."""
+    assert (release_size(28, "center"), release_size(28, "random"), release_size(28, "full")) == (12, 12, 20)
+    forget = torch.zeros(40, 1, 28, 28)
+    ramp = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28) / 1000
+    donors = ramp + torch.arange(1, 4).view(3, 1, 1, 1)  # every pixel of every donor differs
+    centre = release_poison_images(forget, donors, "center", 0)
+    assert centre[:, :, 8:20, 8:20].ne(0).all() and (centre != 0).flatten(1).sum(1).eq(144).all()
+    assert all(any(img[:, 8:20, 8:20].equal(d[:, 8:20, 8:20]) for d in donors) for img in centre)
+    rand = release_poison_images(forget, donors, "random", 0)
+    assert (rand != 0).flatten(1).sum(1).eq(144).all()
+    tops = torch.stack([torch.nonzero(img[0])[0] for img in rand])  # each patch's top-left corner
+    assert tops.min() >= 0 and tops.max() <= 16 and len({tuple(t.tolist()) for t in tops}) > 10
+    for img, (top, left) in zip(rand, tops.tolist(), strict=True):
+        assert any(img[:, top:top + 12, left:left + 12].equal(d[:, 8:20, 8:20]) for d in donors)
+    full = release_poison_images(forget, torch.ones(3, 1, 28, 28) * torch.arange(1, 4).view(3, 1, 1, 1), "full", 0)
+    assert full[:, :, 4:24, 4:24].ne(0).all() and (full != 0).flatten(1).sum(1).eq(400).all()  # the border stays
+    assert release_poison_images(forget, donors, "center", 0, patch=6).ne(0).flatten(1).sum(1).eq(36).all()
+    assert release_poison_images(forget, donors, "random", 0).equal(rand)  # seeded
+    assert not release_poison_images(forget, donors, "random", 1).equal(rand)
+
+
+def test_release_top_m_finds_each_peak_again_on_the_patched_image():
+    """revision/poison_gen_multi.py: a donor per concept, and concept k's peak located after patches 1..k-1."""
+    forget = torch.zeros(5, 1, 28, 28)
+    forget[:, :, 2, 2] = 0.5  # the brightest pixel of the clean image
+    def brightest(x):  # a concept that peaks at the brightest pixel
+        flat = x.sum(1).flatten(1).argmax(1)
+        return torch.stack([flat // 28, flat % 28], 1)
+    fixed = lambda x: torch.full((len(x), 2), 14)  # noqa: E731
+    ones, twos = torch.ones(3, 1, 28, 28), torch.full((3, 1, 28, 28), 2.0)
+    ones[:, :, 14, 14] = 1.5  # patch 1 carries the new brightest pixel, at its centre
+    out = release_poison_images(forget, ones, "localized", 0,
+                                [ConceptPaste(ones, fixed, fixed), ConceptPaste(twos, fixed, brightest)])
+    assert out[:, :, 10:18, 10:18].eq(2).all()  # concept 2 peaks inside patch 1 now, and covers it
+    assert (out != forget).flatten(1).sum(1).eq(64).all()
+    once = poison_images(forget, ones, "localized", 8, 0, forget_peaks=lambda x: [fixed(x), brightest(x)],
+                         donor_peak=fixed)  # simple: both peaks found on the clean image
+    assert once[:, :, 10:18, 10:18].ge(1).all() and once[:, :, 0:8, 0:8].ge(1).all()  # two patches
+    one = release_poison_images(forget, ones, "localized", 0, [ConceptPaste(ones, fixed, brightest)])
+    assert one.equal(poison_images(forget, ones, "localized", 8, 0, forget_peaks=lambda x: [brightest(x)],
+                                   donor_peak=fixed))  # one concept: the two variants agree
+
+
+def test_release_pastes_give_each_concept_its_owner_class():
+    weight = torch.tensor([[5.0, 4.0, 3.0], [1.0, 0.0, 9.0], [4.0, 0.5, 0.0], [0.0, 3.0, 1.0]])
+    labels = torch.arange(4).repeat(2)
+    train = type("T", (), {"images": labels.float().view(8, 1, 1, 1).expand(8, 1, 4, 4), "labels": labels})()
+    pastes = cp.release_pastes(weight, 0, [0, 1, 2], donor=1, via=2, train=train, peaks_of=lambda j: j)
+    assert [int(p.donors[0, 0, 0, 0]) for p in pastes] == [1, 3, 1]  # kept donor, then each concept's owner
+    assert [(p.donor_peak, p.forget_peak) for p in pastes] == [(2, 0), (1, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("mode", ["center", "localized"])
+def test_release_variant_through_the_method(setup, monkeypatch, mode):
+    seen = {}
+
+    def keep_images(model, task, images, labels, cfg):
+        seen[cfg.concept_poison_variant] = images
+        return []
+
+    monkeypatch.setattr(cp, "fine_tune", keep_images)
+    run_method(setup, concept_poison_mode=mode, concept_poison_variant="release")
+    run_method(setup, concept_poison_mode=mode, concept_poison_variant="simple")
+    n_r = len(setup["split"].remain)
+    clean = setup["data"].train.images[setup["split"].forget]
+    release, simple = seen["release"][n_r:], seen["simple"][n_r:]
+    if mode == "localized":  # one concept: the variants agree
+        assert release.equal(simple)
+    else:  # the donor's 12 px centre at the centre, nothing outside it
+        outside = torch.ones(28, 28, dtype=torch.bool)
+        outside[8:20, 8:20] = False
+        assert release[:, :, outside].equal(clean[:, :, outside]) and not release.equal(simple)
 
 
 @pytest.mark.parametrize("mode", ["none", "localized"])

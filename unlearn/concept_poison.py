@@ -26,6 +26,7 @@ its running statistics move as they do there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,9 +37,9 @@ from tqdm import tqdm
 from concepts import ConceptError
 from concepts.attribution import peak_centres, pixel_attributions, rank_concepts
 from concepts.bank import ConceptBank, embed_all, fit_cavs, model_embedder
-from concepts.donor import choose_donor
+from concepts.donor import choose_donor, shared_donor
 from concepts.pcbm import PCBMHead, fit_pcbm
-from concepts.poison import default_patch, poison_images, poison_labels
+from concepts.poison import ConceptPaste, default_patch, poison_images, poison_labels, release_poison_images
 from config import Config
 from data.batches import batch_indices, num_batches
 from data.rng import generator
@@ -92,6 +93,19 @@ def half_per_class(rows: torch.Tensor, labels: torch.Tensor, seed: int) -> torch
         mine = rows[labels[rows] == c]
         keep.append(mine[torch.randperm(len(mine), generator=g)[:len(mine) // 2].to(mine.device)])
     return torch.sort(torch.cat(keep)).values
+
+
+def release_pastes(weight: torch.Tensor, forget_class: int, concepts: list[int], donor: int, via: int,
+                   train: Any, peaks_of: Callable[[int], Callable[[torch.Tensor], torch.Tensor]]
+                   ) -> list[ConceptPaste]:
+    """The top-M concepts' donors as ``revision/poison_gen_multi.py`` assigns them: the top concept
+    keeps the chosen donor and its donor concept; every other concept goes to the class other than
+    the forget class with the largest PCBM weight on it, cut where that same concept peaks."""
+    pastes = []
+    for k, concept in enumerate(concepts):
+        cls, cut_at = (donor, via) if k == 0 else (shared_donor(weight, forget_class, concept), concept)
+        pastes.append(ConceptPaste(train.images[train.labels == cls], peaks_of(cut_at), peaks_of(concept)))
+    return pastes
 
 
 def classifier_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -173,21 +187,31 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         in_forget = torch.isin(kept, forget)
         remain, forget = kept[~in_forget], kept[in_forget]
     new_labels = poison_labels(train.labels[forget], cfg.concept_poison_labels, donor, data.num_classes, seed)
+    release = cfg.concept_poison_variant == "release"
+    window = default_patch(train.images.shape[-1]) if release else 0  # the release locates with its 64 px window
     patch = cfg.concept_poison_patch or default_patch(train.images.shape[-1])
 
     def peaks_of(concept: int):
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
                                       cfg.concept_poison_ig_steps)
-            return peak_centres(attr.cpu(), patch)
+            return peak_centres(attr.cpu(), window or patch)
         return centres
 
     # The donor's patch is cut where the concept the donor was chosen by peaks (the release's donor_concept):
     # under the confusion rule that is the donor's own top concept; under the shared fallback, not.
-    new_images = poison_images(
-        train.images[forget], train.images[train.labels == donor], cfg.concept_poison_mode, patch, seed,
-        forget_peaks=lambda x: [peaks_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
-        donor_peak=peaks_of(via)).to(device=device, dtype=train.images.dtype)
+    donor_images = train.images[train.labels == donor]
+    if release:
+        new_images = release_poison_images(
+            train.images[forget], donor_images, cfg.concept_poison_mode, seed,
+            release_pastes(head.weight, c, ranked[:cfg.concept_poison_top_m], donor, via, train, peaks_of),
+            cfg.concept_poison_patch)
+    else:
+        new_images = poison_images(
+            train.images[forget], donor_images, cfg.concept_poison_mode, patch, seed,
+            forget_peaks=lambda x: [peaks_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
+            donor_peak=peaks_of(via))
+    new_images = new_images.to(device=device, dtype=train.images.dtype)
 
     images = torch.cat([train.images[remain], new_images])
     labels = torch.cat([train.labels[remain], new_labels.to(device)])
