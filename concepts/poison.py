@@ -16,9 +16,9 @@ release's geometry instead: ``revision/poison_gen.py`` ``make_variant`` for ``ce
 image, the donor resized and pasted over the centre, at the release's ``POISON_SIZES`` of
 ``revision/config.py`` scaled to the stored side) and ``revision/poison_gen_multi.py`` for
 top-M ``localized`` (each concept with its own donor class, a fresh donor image per concept,
-and each concept's peak found again on the image as patched so far). With one concept the two
-variants poison alike. Every draw comes from a named seeded stream, so a seed poisons the same
-way every time.
+and each concept's peak found again on the image as patched so far). With one concept and the
+default patch side the two variants poison alike. Every draw comes from a named seeded stream,
+so a seed poisons the same way every time.
 """
 
 from __future__ import annotations

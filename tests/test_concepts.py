@@ -252,7 +252,7 @@ def test_release_geometry_of_center_random_and_full():
     """revision/poison_gen.py on 224 px: a 96 px crop of the donor's centre, pasted at the centre or at a
     centre a half patch inside the edges; the donor resized to 160 px over the centre. Scaled to 28 px: 12, 20."""
     assert (release_size(28, "center"), release_size(28, "random"), release_size(28, "full")) == (12, 12, 20)
-    forget = torch.zeros(40, 1, 28, 28)
+    forget = torch.zeros(200, 1, 28, 28)
     ramp = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28) / 1000
     donors = ramp + torch.arange(1, 4).view(3, 1, 1, 1)  # every pixel of every donor differs
     centre = release_poison_images(forget, donors, "center", 0)
@@ -261,11 +261,15 @@ def test_release_geometry_of_center_random_and_full():
     rand = release_poison_images(forget, donors, "random", 0)
     assert (rand != 0).flatten(1).sum(1).eq(144).all()
     tops = torch.stack([torch.nonzero(img[0])[0] for img in rand])  # each patch's top-left corner
-    assert tops.min() >= 0 and tops.max() <= 16 and len({tuple(t.tolist()) for t in tops}) > 10
+    assert tops.amin(0).tolist() == [0, 0] and tops.amax(0).tolist() == [16, 16]  # centres 6..22, both axes
+    # drawn inside, not anywhere then clamped (that puts about two thirds of the corners on an edge)
+    assert torch.isin(tops, torch.tensor([0, 16])).float().mean() < 0.25
     for img, (top, left) in zip(rand, tops.tolist(), strict=True):
         assert any(img[:, top:top + 12, left:left + 12].equal(d[:, 8:20, 8:20]) for d in donors)
-    full = release_poison_images(forget, torch.ones(3, 1, 28, 28) * torch.arange(1, 4).view(3, 1, 1, 1), "full", 0)
-    assert full[:, :, 4:24, 4:24].ne(0).all() and (full != 0).flatten(1).sum(1).eq(400).all()  # the border stays
+    full = release_poison_images(forget, donors, "full", 0)
+    resized = torch.nn.functional.interpolate(donors, size=(20, 20), mode="bilinear", align_corners=False)
+    assert (full != 0).flatten(1).sum(1).eq(400).all()  # the border stays
+    assert all(any(img[:, 4:24, 4:24].equal(r) for r in resized) for img in full)  # resized, not cropped
     assert release_poison_images(forget, donors, "center", 0, patch=6).ne(0).flatten(1).sum(1).eq(36).all()
     assert release_poison_images(forget, donors, "random", 0).equal(rand)  # seeded
     assert not release_poison_images(forget, donors, "random", 1).equal(rand)
@@ -291,6 +295,16 @@ def test_release_top_m_finds_each_peak_again_on_the_patched_image():
     one = release_poison_images(forget, ones, "localized", 0, [ConceptPaste(ones, fixed, brightest)])
     assert one.equal(poison_images(forget, ones, "localized", 8, 0, forget_peaks=lambda x: [brightest(x)],
                                    donor_peak=fixed))  # one concept: the two variants agree
+    ramp = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28).expand(3, 1, 28, 28) / 1000
+    small = release_poison_images(forget, ramp, "localized", 0, [ConceptPaste(ramp, fixed, fixed)], patch=4)
+    cut = torch.nn.functional.interpolate(ramp[:1, :, 10:18, 10:18], size=(4, 4), mode="bilinear",
+                                          align_corners=False)  # cut with the 8 px window, then resized
+    assert small[:, :, 12:16, 12:16].eq(cut).all() and (small != forget).flatten(1).sum(1).eq(16).all()
+    many = torch.arange(1, 51, dtype=torch.float32).view(50, 1, 1, 1).expand(50, 1, 28, 28)
+    corner = lambda x: torch.full((len(x), 2), 4)  # noqa: E731
+    two = release_poison_images(torch.zeros(20, 1, 28, 28), many, "localized", 0,
+                                [ConceptPaste(many, fixed, fixed), ConceptPaste(many, fixed, corner)])
+    assert two[:, 0, 14, 14].ne(two[:, 0, 4, 4]).float().mean() > 0.5  # a fresh donor image per concept
 
 
 def test_release_pastes_give_each_concept_its_owner_class():
@@ -311,7 +325,7 @@ def test_release_variant_through_the_method(setup, monkeypatch, mode):
         return []
 
     monkeypatch.setattr(cp, "fine_tune", keep_images)
-    run_method(setup, concept_poison_mode=mode, concept_poison_variant="release")
+    _, traces, _ = run_method(setup, concept_poison_mode=mode, concept_poison_variant="release")
     run_method(setup, concept_poison_mode=mode, concept_poison_variant="simple")
     n_r = len(setup["split"].remain)
     clean = setup["data"].train.images[setup["split"].forget]
@@ -322,6 +336,9 @@ def test_release_variant_through_the_method(setup, monkeypatch, mode):
         outside = torch.ones(28, 28, dtype=torch.bool)
         outside[8:20, 8:20] = False
         assert release[:, :, outside].equal(clean[:, :, outside]) and not release.equal(simple)
+        train = setup["data"].train
+        centres = train.images[train.labels == traces["donor"]][:, :, 8:20, 8:20].flatten(1)
+        assert (release[:, :, 8:20, 8:20].flatten(1)[:, None] == centres[None]).all(2).any(1).all()
 
 
 @pytest.mark.parametrize("mode", ["none", "localized"])

@@ -204,7 +204,8 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     if release:
         new_images = release_poison_images(
             train.images[forget], donor_images, cfg.concept_poison_mode, seed,
-            release_pastes(head.weight, c, ranked[:cfg.concept_poison_top_m], donor, via, train, peaks_of),
+            release_pastes(head.weight, c, ranked[:cfg.concept_poison_top_m], donor, via, train, peaks_of)
+            if cfg.concept_poison_mode == "localized" else None,
             cfg.concept_poison_patch)
     else:
         new_images = poison_images(
