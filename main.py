@@ -196,8 +196,11 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
 
 
 class RunBusy(RuntimeError):
-    """Another live process is running under the same run folder (its results.json would be lost), or the
-    folder cannot be made."""
+    """Another live process is running under the same run folder (its results.json would be lost)."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be made (a path config's check, which creates nothing, cannot judge)."""
 
 
 def run_lock(run_dir: Path) -> FileLock:
@@ -206,7 +209,7 @@ def run_lock(run_dir: Path) -> FileLock:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. under /proc: config's check (without creating it) cannot tell
-        raise RunBusy(f"cannot create the run folder {run_dir} ({exc.strerror or exc})") from None
+        raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror or exc})") from None
     return FileLock(run_dir / ".results.json.lock", is_singleton=True, fallback_to_soft=False)
 
 
@@ -227,7 +230,7 @@ def one_line_errors(work: Callable[[], int], kept: str) -> int:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
-    except (ConceptError, DownloadError, RunBusy, CacheBusy) as exc:
+    except (ConceptError, DownloadError, RunBusy, RunFolderError, CacheBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

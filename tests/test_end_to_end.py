@@ -228,7 +228,7 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, cap
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    with pytest.raises(main.RunBusy, match="cannot create the run folder"):
+    with pytest.raises(main.RunFolderError, match="cannot create the run folder"):
         main.run_lock(tmp_path / "runs" / "x")
     assert main.one_line_errors(lambda: main.run_lock(tmp_path / "runs" / "x") and 0, "") == 1
     err = capsys.readouterr().err.strip()
