@@ -86,6 +86,20 @@ def _paste(images: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left:
     return out
 
 
+def _leave_as_is(mode: str) -> bool:
+    """True for ``none`` (the images stay as they are); a mode that is not one of ``IMAGE_MODES`` raises."""
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"image mode {mode!r} is not one of {', '.join(IMAGE_MODES)}")
+    return mode == "none"
+
+
+def _draw_donors(pool: torch.Tensor, n: int, seed: int, k: int = 0) -> torch.Tensor:
+    """One image of ``pool`` per forget row, from a seeded stream: concept ``k`` of the release's
+    top-M draws from its own, and ``k = 0`` is the simple variant's draw (so one concept poisons alike)."""
+    stream = "concept_poison/donor_images" + (f"/{k}" if k else "")
+    return pool.cpu()[torch.randint(len(pool), (n,), generator=generator(seed, stream))]
+
+
 def poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str, patch: int, seed: int,
                   forget_peaks: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
                   donor_peak: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
@@ -96,13 +110,10 @@ def poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str, patch: 
     peaks in each forget image; ``donor_peak(images)`` the centre of the donor's top concept.
     """
     forget = forget.cpu()
-    if mode == "none":
+    if _leave_as_is(mode):
         return forget.clone()
-    if mode not in IMAGE_MODES:
-        raise ValueError(f"image mode {mode!r} is not one of {', '.join(IMAGE_MODES)}")
     n, (h, w) = len(forget), forget.shape[-2:]
-    pick = torch.randint(len(donors), (n,), generator=generator(seed, "concept_poison/donor_images"))
-    chosen = donors.cpu()[pick]
+    chosen = _draw_donors(donors, n, seed)
     if mode == "full":
         return chosen.clone()
     if donor_peak is None:
@@ -159,17 +170,10 @@ def release_poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str,
     release's ``--patch`` does.
     """
     forget = forget.cpu()
-    if mode == "none":
+    if _leave_as_is(mode):
         return forget.clone()
-    if mode not in IMAGE_MODES:
-        raise ValueError(f"image mode {mode!r} is not one of {', '.join(IMAGE_MODES)}")
     n, (h, w) = len(forget), forget.shape[-2:]
     side = min(h, w)
-
-    def draw(pool: torch.Tensor, k: int) -> torch.Tensor:
-        stream = "concept_poison/donor_images" + (f"/{k}" if k else "")  # k = 0: the simple variant's draw
-        return pool.cpu()[torch.randint(len(pool), (n,), generator=generator(seed, stream))]
-
     if mode == "localized":
         if not pastes:
             raise ValueError("mode localized needs the top concepts' donors and locations")
@@ -177,12 +181,12 @@ def release_poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str,
         size = patch or window
         out = forget
         for k, step in enumerate(pastes):
-            chosen = draw(step.donors, k)
+            chosen = _draw_donors(step.donors, n, seed, k)
             patches = _resize(_cut(chosen, *_window(step.donor_peak(chosen).cpu(), window, h, w), window), size)
             out = _paste(out, patches, *_window(step.forget_peak(out).cpu(), size, h, w))
         return out
     size = min(patch or release_size(side, mode), side)
-    chosen = draw(donors, 0)
+    chosen = _draw_donors(donors, n, seed)
     middle = torch.tensor([[h // 2, w // 2]]).expand(n, 2)
     if mode == "full":
         patches = _resize(chosen, size)

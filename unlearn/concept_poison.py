@@ -188,14 +188,15 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         remain, forget = kept[~in_forget], kept[in_forget]
     new_labels = poison_labels(train.labels[forget], cfg.concept_poison_labels, donor, data.num_classes, seed)
     release = cfg.concept_poison_variant == "release"
-    window = default_patch(train.images.shape[-1]) if release else 0  # the release locates with its 64 px window
     patch = cfg.concept_poison_patch or default_patch(train.images.shape[-1])
+    # where a concept peaks: over the patch's window, or the release's 64/224 window whatever the patch
+    locate = default_patch(train.images.shape[-1]) if release else patch
 
     def peaks_of(concept: int):
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
                                       cfg.concept_poison_ig_steps)
-            return peak_centres(attr.cpu(), window or patch)
+            return peak_centres(attr.cpu(), locate)
         return centres
 
     # The donor's patch is cut where the concept the donor was chosen by peaks (the release's donor_concept):
