@@ -12,8 +12,10 @@ model at once, so every read and write of a key happens under that key's file lo
 others wait and then load its file. The kernel drops an ``flock`` when its holder's file
 descriptor closes, which includes the process dying (killed, OOM, node reboot on NFS once the
 server's lease expires), so the lock of a dead job never blocks anyone; the ``.lock`` file
-left behind is inert. Filesystems without ``flock`` are refused rather than given an
-existence lock that a dead job would hold forever.
+left behind is inert. No existence lock stands in where ``flock`` is missing (a dead job would
+hold it forever): a cache whose lock cannot be taken (a read-only shared copy, a filesystem
+without ``flock``) is read without one, and a model it lacks is trained and stored without one
+(whole files only, by rename), without sweeping temp files, which may be a live trainer's.
 """
 
 from __future__ import annotations
@@ -108,17 +110,17 @@ def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict
         hold(lock, path.name, 60.0 * float(config.get("lock_timeout_min", 0.0) or 0.0), log)
     except OSError as exc:  # a read-only cache (a shared copy): files are only ever replaced whole
         log(f"note: no lock on {path.name} ({exc.strerror or exc}); "
-            f"{'reading it without one' if path.exists() else 'training it without storing it'}")
-        return _load_or_train(model, path, digest, key, train, config, log)
+            f"{'reading' if path.exists() else 'training'} it without one")
+        return _load_or_train(model, path, digest, key, train, config, log, locked=False)
     try:
-        return _load_or_train(model, path, digest, key, train, config, log)
+        return _load_or_train(model, path, digest, key, train, config, log, locked=True)
     finally:
         lock.release()
 
 
 def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any],
                    train: Callable[[nn.Module], list[float]], config: dict[str, Any],
-                   log: Callable[[str], None]) -> CacheInfo:
+                   log: Callable[[str], None], locked: bool) -> CacheInfo:
     if path.exists():
         initial = copy.deepcopy(model.state_dict())  # a failed partial load must not leak into retraining
         try:
@@ -151,7 +153,8 @@ def _load_or_train(model: nn.Module, path: Path, digest: str, key: dict[str, Any
     elapsed = time.perf_counter() - start
     trained_on = device_name(next(model.parameters()).device)
     try:
-        remove_stale_temps(path)  # a killed trainer's; cached_model holds the checkpoint's lock
+        if locked:  # a killed trainer's; under the checkpoint's lock no live writer's can be among them
+            remove_stale_temps(path)
         save_checkpoint(path, {"model": model.state_dict(), "key": key, "hash": digest, "train_time_s": elapsed,
                                "losses": losses, "config": config, "trained_on": trained_on,
                                "trained_cpu": cpu_info(), "trained_threads": torch.get_num_threads()})

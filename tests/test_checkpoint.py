@@ -261,6 +261,24 @@ def test_a_read_only_cache_is_read_without_its_lock(tmp_path, monkeypatch):
     assert logs == [f"note: no lock on {info.path.name} (Read-only file system); reading it without one"]
 
 
+def test_without_flock_a_model_is_trained_and_stored_but_no_temp_file_is_swept(tmp_path, monkeypatch):
+    import errno
+
+    from filelock import FileLock
+
+    def no_flock(self, *args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(FileLock, "acquire", no_flock)
+    path = tmp_path / f"orig-{key_hash(KEY)}.pt"
+    live = tmp_path / f".{path.name}.live.tmp"  # another trainer's, being written: not ours to remove
+    live.write_bytes(b"partial")
+    logs, train = [], Trainer()
+    info = cached_model(fresh(), tmp_path, "orig", KEY, train, {}, log=logs.append)
+    assert info.path == path and info.trained and train.calls == 1 and path.is_file() and live.is_file()
+    assert logs == [f"note: no lock on {path.name} (Function not implemented); training it without one"]
+
+
 def test_a_write_syncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
     import storage
 
