@@ -215,13 +215,16 @@ def run_lock(run_dir: Path) -> FileLock:
 
 # A write that failed for want of room or rights: said in one line, not as a traceback.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# A filesystem without flock (some network mounts): run folders, cells, checkpoints and studies are locked.
+LOCK_ERRNOS = (errno.ENOSYS, errno.ENOLCK)
 
 
 def one_line_errors(work: Callable[[], int], kept: str) -> int:
     """``work()``'s exit status, or 2 with one line for a setting found wrong only during the work, 1
     with one line for missing data, a missing optional package or weights, a busy run folder or
-    checkpoint, a full or read-only disk, or 130 with one line for a Ctrl-C (the work's own account
-    of what it kept, else ``kept``). main.py, tune.py and reproduce.py end their work through it."""
+    checkpoint, a full or read-only disk, a filesystem without file locks, or 130 with one line for a
+    Ctrl-C (the work's own account of what it kept, else ``kept``). main.py, tune.py, reproduce.py
+    and bench.py end their work through it."""
     try:
         return work()
     except ConfigError as exc:
@@ -234,6 +237,10 @@ def one_line_errors(work: Callable[[], int], kept: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
+        if exc.errno in LOCK_ERRNOS:
+            print(f"error: no file lock here ({exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}); "
+                  "runs lock their folders and models: use an out_dir on a filesystem with flock", file=sys.stderr)
+            return 1
         if exc.errno not in WRITE_ERRNOS:
             raise
         print(f"error: {exc.strerror}: {exc.filename or exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ The objective is the mean ``avg_gap`` to the retrained model over the tune seeds
 be disjoint from the seeds the tables report (``seeds``), so a tuned row is never scored on
 the splits it was tuned on. Each trial runs ``main.run_seed`` per tune seed (the retrained
 model comes from the per-split cache). The study lives in SQLite under
-``OUT_DIR/tuning/DATASET-SCENARIO-METHOD.db``: ``--trials`` counts finished trials (complete or
+``OUT_DIR/tuning/DATASET-SCENARIO-METHOD.db``: ``--trials`` counts finished trials (complete, pruned or
 failed) already there, so a killed run continues where it stopped, and several processes can
 share one study. The best trial's keys go to ``TUNED_DIR/DATASET_SCENARIO/METHOD.yaml`` with
 their provenance, and a JSON summary of every trial lies beside the database.

@@ -258,7 +258,10 @@ def test_a_second_run_under_a_busy_run_name_stops_in_one_line(small_cfg, shared_
 @pytest.mark.parametrize("error, says", [
     (OSError(28, "No space left on device", "/x/results.json"), "error: No space left on device: /x/results.json"),
     (main.CacheBusy("original-mnist-1.pt: still held after 1.0 min (lock_timeout_min)"),
-     "error: original-mnist-1.pt: still held after 1.0 min (lock_timeout_min)")])
+     "error: original-mnist-1.pt: still held after 1.0 min (lock_timeout_min)"),
+    (OSError(38, "Function not implemented"),  # flock on a filesystem without it (fallback_to_soft=False)
+     "error: no file lock here (Function not implemented); runs lock their folders and models: use an out_dir "
+     "on a filesystem with flock")])
 def test_a_full_disk_or_a_busy_checkpoint_is_one_line(error, says, capsys):
     def work() -> int:
         raise error
