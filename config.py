@@ -104,7 +104,9 @@ class Config:
     # --- shared optimisation settings
     batch_size: int = opt(32, "batch of the original's training (the release: 32; also retrain, CaMU, Unrolling SGD's "
                               "step); part of the original model's cache key; baselines use <method>_batch_size")
-    weight_decay: float = opt(1e-4, "Adam weight decay of every optimiser")
+    weight_decay: float = opt(1e-4, "Adam weight decay of the original, retrain, CaMU, relearning and the MIA "
+                                       "shadow models; NG's optimiser; NG+'s pull toward the original (other "
+                                       "methods: <method>_weight_decay or none)")
     eval_batch_size: int = opt(
         1024, "evaluation batch: speed only, except that on CIFAR with eval_train_augment "
         "the augmentation draws follow the batching")
@@ -268,11 +270,13 @@ class Config:
     concept_bank: str = opt("cav", "concept bank: cav (CAVs on the model's embeddings from pixel-scored examples, "
                                    "MNIST / Fashion-MNIST), nmf (concepts found by NMF of conv activations), clip (the "
                                    "paper's: concept words -> CLIP text embeddings; needs open_clip_torch and weights)")
-    concept_examples: int = opt(5000, "training images (seeded) the bank and the PCBM head are fitted on")
+    concept_examples: int = opt(5000, "training images (seeded) the PCBM head is fitted on, and the cav / nmf bank "
+                                       "(clip's is text)")
     concept_quantile: float = opt(0.2, "cav / nmf: share of examples taken as positives (top) and negatives (bottom)")
     concept_nmf_components: int = opt(12, "nmf: number of concepts discovered")
     concept_clip_model: str = opt("RN50", "clip: open_clip architecture (the release: RN50)")
-    concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag ('' = random init, for tests only)")
+    concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag or a weights file ('' = random "
+                                             "init, for tests only)")
     concept_words: str = opt("", "clip: file with one concept word per line (empty: the built-in list per dataset)")
     concept_pcbm_lam: float = opt(1e-5, "PCBM head: elastic-net strength (post-hoc-cbm's --lam; larger = sparser)")
     concept_poison_rank: str = opt("weight", "rank the forget class's concepts by PCBM weight (the release) or by "
@@ -285,11 +289,13 @@ class Config:
                                                  "over all classes, true one included) or keep")
     concept_poison_mode: str = opt("none", "forget images: none (label flip only, the paper's protocol), localized, "
                                            "center, random (donor patch there) or full (a donor image)")
-    concept_poison_patch: int = opt(0, "patch side in stored pixels (0: 64/224 of the image side, as the release)")
+    concept_poison_patch: int = opt(0, "patch side in stored pixels (0: as the release, 64/224 of the image side; "
+                                      "variant release: center/random 96/224, full 160/224)")
     concept_poison_variant: str = opt("simple", "image geometry: simple (top-M: one donor patch at every peak; "
                                                 "center/random: the concept patch; full: the donor image) or "
                                                 "release (its crops, sizes, per-concept donors; docs/concepts.md)")
-    concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig, localized patches)")
+    concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig; where a concept peaks: "
+                                          "localized patches, simple center/random's donor cut)")
     concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
     concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "
                                          "CIFAR-100)")

@@ -14,6 +14,8 @@ look at one (its top images).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,8 +38,8 @@ def conv_activations(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nmf_presence(model: nn.Module, to_input, images: torch.Tensor, components: int, seed: int,
-                 batch_size: int = 256) -> tuple[list[str], np.ndarray]:
+def nmf_presence(model: nn.Module, to_input: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                 components: int, seed: int, batch_size: int = 256) -> tuple[list[str], np.ndarray]:
     """(names, N x components): each factor's largest coefficient per image."""
     from sklearn.decomposition import NMF  # imported on use: scikit-learn takes seconds to import
 

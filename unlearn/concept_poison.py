@@ -192,7 +192,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     # where a concept peaks: over the patch's window, or the release's 64/224 window whatever the patch
     locate = default_patch(train.images.shape[-1]) if release else patch
 
-    def peaks_of(concept: int):
+    def peaks_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
                                       cfg.concept_poison_ig_steps)

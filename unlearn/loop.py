@@ -6,7 +6,7 @@ progress bars, so no method repeats a batch loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -37,8 +37,8 @@ def batches(task: UnlearnTask, indices: torch.Tensor, batch_size: int, epochs: i
             yield epoch, data.inputs(data.train.images[idx], train=True, gen=augment), data.train.labels[idx]
 
 
-def make_optimizer(params, kind: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                   fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], kind: str, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9, fused: bool = False) -> torch.optim.Optimizer:
     """``adam`` or ``sgd`` (with momentum), as a method's paper uses."""
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
