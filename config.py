@@ -389,10 +389,18 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {kind}")  # pragma: no cover
 
 
+# Generic names a user tries first, and the keys they mean here (by spelling, 'lr' is closest to three
+# baselines' learning rates and 'epochs' to the shadow models' epochs).
+MEANT = {"lr": ("train_lr", "out_lr", "rep_lr"), "learning_rate": ("train_lr", "out_lr", "rep_lr"),
+         "epochs": ("train_epochs", "unlearn_epochs"), "num_epochs": ("train_epochs", "unlearn_epochs"),
+         "n_epochs": ("train_epochs", "unlearn_epochs")}
+
+
 def unknown_key_message(key: str, known: Collection[str], source: str = "", what: str = "config key") -> str:
     """One line naming the closest known keys; the full list is one ``--help`` away."""
     where = f" (in {source})" if source else ""
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    close = [k for k in MEANT.get(key, ()) if k in known] or difflib.get_close_matches(key, list(known), n=3,
+                                                                                       cutoff=0.6)
     if not close:  # a prefix or a part of a key: 'scrub' -> every scrub_* key, up to three
         close = sorted(k for k in known if key and (k.startswith(key) or key in k))[:3]
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see --help for every key"

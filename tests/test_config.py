@@ -303,6 +303,11 @@ def test_unknown_key_suggests_the_closest_keys():
         parse_args(["--unlearn_epoch=3"])
     with pytest.raises(ConfigError, match="see --help"):
         parse_args(["--zzzz=1"])
+    # the generic names a user tries first: the keys they mean, not the nearest spellings (baselines' lrs)
+    with pytest.raises(ConfigError, match="did you mean 'train_lr' or 'out_lr' or 'rep_lr'\\?"):
+        parse_args(["--lr=0.1"])
+    with pytest.raises(ConfigError, match="did you mean 'train_epochs' or 'unlearn_epochs'\\?"):
+        parse_args(["--epochs=1"])
 
 
 @pytest.mark.parametrize("command, typo, meant", [("tune", "--trial=2", "trials"),
