@@ -148,6 +148,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
+    refuse_busy(cfg.run_dir)
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                         verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
@@ -167,11 +168,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results_path = cfg.run_dir / "results.json"
     lock = run_lock(cfg.run_dir)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunBusy(f"another run is writing {cfg.run_dir} (it holds {lock.lock_file}): wait for it to end, "
-                      "or give this one another --run_name") from None
+    take(lock, cfg.run_dir)
     try:
         remove_stale_temps(results_path)  # a killed run's; we hold the run's lock
         for seed in tqdm(cfg.seeds, desc="seeds"):
@@ -203,6 +200,28 @@ class RunFolderError(RuntimeError):
     """The run folder cannot be made (a path config's check, which creates nothing, cannot judge)."""
 
 
+def take(lock: FileLock, run_dir: Path) -> None:
+    """Acquire a run folder's lock at once, or RunBusy naming the holder's lock file."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunBusy(f"another run is writing {run_dir} (it holds {lock.lock_file}): wait for it to end, "
+                      "or give this one another --run_name") from None
+
+
+def refuse_busy(run_dir: Path) -> None:
+    """RunBusy now when a live run holds ``run_dir``: found before the data and the original model rather
+    than after them. A run makes its folder and lock file only once its original model is ready (an early
+    failure leaves no folder), so without the file there is no holder; the lock is taken for good then."""
+    if (run_dir / RUN_LOCK_NAME).is_file():
+        lock = run_lock(run_dir)
+        take(lock, run_dir)
+        lock.release()
+
+
+RUN_LOCK_NAME = ".results.json.lock"
+
+
 def run_lock(run_dir: Path) -> FileLock:
     """The lock a run holds on its folder while it writes results: two runs under one ``run_name`` at
     once renamed each other's results.json away (``keep_previous``) and overwrote the rest."""
@@ -210,7 +229,7 @@ def run_lock(run_dir: Path) -> FileLock:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. under /proc: config's check (without creating it) cannot tell
         raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror or exc})") from None
-    return FileLock(run_dir / ".results.json.lock", is_singleton=True, fallback_to_soft=False)
+    return FileLock(run_dir / RUN_LOCK_NAME, is_singleton=True, fallback_to_soft=False)
 
 
 # A write that failed for want of room or rights: said in one line, not as a traceback.

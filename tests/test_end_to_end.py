@@ -244,8 +244,10 @@ def test_a_second_run_under_a_busy_run_name_stops_in_one_line(small_cfg, shared_
     try:
         assert holder.stdout.readline().strip() == "held"
         monkeypatch.setattr(main, "load_config", lambda argv: cfg)
-        assert main.main([]) == 1
-        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the original model's progress bars
+        with monkeypatch.context() as busy:  # refused before the data is read and the original is trained
+            busy.setattr(main, "load_dataset", lambda *a, **k: pytest.fail("the data was read for a busy run"))
+            assert main.main([]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith(f"error: another run is writing {cfg.run_dir}") and "--run_name" in err
         assert not (cfg.run_dir / "results.json").exists()
     finally:
