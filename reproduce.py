@@ -272,8 +272,8 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
         for path in kinds[(d, s)].values():
             changed = _changes(scenario_settings(stored[path]), current)
             if changed:
-                raise ConfigError(f"{path} was computed with other settings ({', '.join(changed[:4])}): "
-                                  f"use another out_dir for them{committed}")
+                raise ConfigError(f"{path.parent} holds cells computed with other settings ({', '.join(changed[:4])}; "
+                                  f"e.g. {path.name}): use another out_dir for them{committed}")
     for cell in plan.cells():
         path = cell.path(plan.out_dir)
         if path not in stored:

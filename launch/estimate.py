@@ -28,6 +28,8 @@ class Estimate:
     cells_h: float = 0.0
     source: str = ""
     unknown: list[str] = field(default_factory=list)
+    models_unknown: int = 0  # items with no measure: not in models_h / cells_h
+    cells_unknown: int = 0
     longest_s: float = 0.0  # the longest single item: one task must run it whole (a requeue starts it again)
     longest: str = ""
 
@@ -114,6 +116,7 @@ def estimate(models: list[ModelJob], cells: list[CellJob], out_dir: Path) -> Est
         seconds = m.model_s(job, round(_n_train(cfg) * share))
         if seconds is None:
             missing[f"{job.kind} models of {job.cfg.dataset}"] += 1
+            est.models_unknown += 1
         else:
             est.models_h += seconds / 3600
             est.longest_s, est.longest = max((est.longest_s, est.longest), (seconds, job.path.name))
@@ -121,6 +124,7 @@ def estimate(models: list[ModelJob], cells: list[CellJob], out_dir: Path) -> Est
         seconds = m.cell_s(job)
         if seconds is None:
             missing[f"{job.header['dataset']}-{job.header['scenario']} {job.header['method']} cells"] += 1
+            est.cells_unknown += 1
         else:
             est.cells_h += seconds / 3600
             est.longest_s, est.longest = max((est.longest_s, est.longest), (seconds, job.label))

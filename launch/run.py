@@ -71,10 +71,11 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
         log(f"  {kind} models (for the cells to compute): {len(of_kind)} needed, {len(of_kind) - len(missing)} stored, "
             f"{len(missing)} to train")
     est: Estimate = estimate(to_train, cells, out_dir)
-    for (name, jobs), hours in zip(plan, (est.models_h, est.cells_h), strict=True):
+    stage_unknown = (est.models_unknown, est.cells_unknown)
+    for (name, jobs), hours, unknown in zip(plan, (est.models_h, est.cells_h), stage_unknown, strict=True):
         log(f"  stage {name}: {len(jobs)} items in {jobs_per_stage(len(jobs), options)} jobs, "
-            f"~{_hours(hours)}")
-    log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all ({est.source})")
+            f"~{_hours(hours)}{_uncounted(unknown)}")
+    log(f"  estimate: ~{_hours(est.models_h + est.cells_h)} in all{_uncounted(sum(stage_unknown))} ({est.source})")
     warning = timeout_warning(est, options)
     if warning:
         log(f"  warning: {warning}")
@@ -97,6 +98,11 @@ def timeout_warning(est: Estimate, options: LaunchOptions) -> str:
         return ""
     return (f"the longest item ({est.longest}, ~{est.longest_s / 60:.0f} min) exceeds slurm_timeout_min "
             f"({limit_min} min), and a requeued task starts it again from the beginning: raise slurm_timeout_min")
+
+
+def _uncounted(n: int) -> str:
+    """What an estimate leaves out: items nothing stored measures (so 0.00 does not read as 'no work')."""
+    return f" + {n} item{'s' if n > 1 else ''} not measured" if n else ""
 
 
 def _hours(h: float) -> str:

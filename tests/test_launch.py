@@ -133,6 +133,8 @@ def test_dry_run_reports_the_plan_and_writes_nothing(submitted, tmp_path, data_r
     assert "retrain models (for the cells to compute): 1 needed, 1 stored, 0 to train" in log
     assert "stage cells: 5 items in 1 jobs" in log
     assert "no measure for 3 mnist-class retrain cells" in log  # camu/finetune from 4 stored cells, retrain unknown
+    assert re.search(r"stage cells: 5 items in 1 jobs, ~[^\n]* \+ 3 items not measured\n", log), log
+    assert re.search(r"estimate: ~[^\n]* in all \+ 3 items not measured \(", log), log
     assert "4 stored cells measured on cpu" in log
 
     fresh = tmp_path / "fresh"
