@@ -156,7 +156,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
     stored = "" if info.path.exists() else " (not stored)"
-    log(f"original model {how}: {info.path}{stored} (training took {info.train_time_s:.1f} s)")
+    log(f"original model {how}: {info.path}{stored} ({'training took' if info.trained else 'trained in'} "
+        f"{info.train_time_s:.1f} s)")
     meta: dict[str, Any] = {
         "git_commit": git_commit(), "device": str(device), "torch": torch.__version__,
         "python": platform.python_version(), "threads": torch.get_num_threads(),

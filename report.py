@@ -361,6 +361,20 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
                                       if marked & set(tuned_methods) else "")
 
 
+# Keys that shrink a run below the full protocol (data slices, a shorter original); their defaults are the
+# full protocol's in every preset.
+SCALE_KEYS = ("train_limit", "test_limit", "train_epochs")
+
+
+def scaled_down_note(cells: list[dict[str, Any]]) -> str:
+    """' Run on a slice: ...' when a scenario's cells set a scale key off its default ('' otherwise), so a
+    table from a quick run is not read as the full protocol's."""
+    default = Config()
+    seen = {f"{k} {c['config'][k]}" for c in cells if isinstance(c.get("config"), dict)
+            for k in SCALE_KEYS if k in c["config"] and c["config"][k] != getattr(default, k)}
+    return f" Not the full protocol: {', '.join(sorted(seen))}." if seen else ""
+
+
 def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[str] | tuple[str, ...] = (),
                  studies: dict[tuple[str, str, str], dict[str, Any]] | None = None) -> list[Path]:
     """``DATASET-SCENARIO.{md,csv,tex}`` per scenario and ``tables.md`` with all of them; returns the paths.
@@ -389,7 +403,9 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         combined += [f"## {DATASET_NAMES.get(dataset, dataset)}, {scenario} removal", "",
                      scenario_table(by_method, scenario, "markdown"),
                      f"Seeds {', '.join(map(str, seeds))}; seeds per method: {counts}. Accuracies in %, "
-                     "time in seconds (unlearning only; retrain: its training).", ""]
+                     "time in seconds (unlearning only; retrain: its training)."
+                     + scaled_down_note([c for c in cells if (c["dataset"], c["scenario"]) == (dataset, scenario)]),
+                     ""]
         if gap_md is not None:
             combined += ["Absolute gap to the model retrained on D_r for the same split (points; MIA x 100):", "",
                          gap_md]

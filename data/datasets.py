@@ -129,8 +129,9 @@ def _check_cifar(name: str, root: Path) -> None:
 
     differ = [f for f, md5 in files if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
     if differ:
-        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} differ from "
-                        "torchvision's checksums of the originals (a modified, re-pickled or partial copy); "
+        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} "
+                        f"{'differs' if len(differ) == 1 else 'differ'} from torchvision's checksums of the originals "
+                        "(a modified, re-pickled or partial copy); "
                         "use --verify_data=false to run on them anyway (results are then marked unverified)")
 
 
@@ -174,9 +175,10 @@ def _check_mnist_family(name: str, root: Path) -> None:
     differ = [f for f, md5 in expected.items()
               if _md5(str(folder / f), stats[f].st_size, stats[f].st_mtime_ns) != md5]
     if differ:
-        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} differ from "
-                        "the originals' checksums (a modified or partial copy); use --verify_data=false to run "
-                        "on them anyway (results are then marked unverified)")
+        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} "
+                        f"{'differs' if len(differ) == 1 else 'differ'} from the originals' checksums (a modified or "
+                        "partial copy); use --verify_data=false to run on them anyway (results are then marked "
+                        "unverified)")
 
 
 _warned_unverified: set[str] = set()

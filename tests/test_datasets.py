@@ -42,7 +42,7 @@ def test_the_originals_pass_and_their_checksums_are_the_table_s(data_root):
 
 def test_a_changed_pixel_is_refused_unless_verify_data_is_off(data_root, tmp_path, capsys):
     root = _copy(data_root, tmp_path, "t10k-images-idx3-ubyte", _set(16 + 200, 255))
-    with pytest.raises(DataError, match=r"all files are present .* t10k-images-idx3-ubyte differ from the originals"):
+    with pytest.raises(DataError, match=r"all files are present .* t10k-images-idx3-ubyte differs from the originals"):
         load_dataset("mnist", root, download=False)
     data = load_dataset("mnist", root, download=False, verify=False)
     assert float(data.test.images[0, 0].flatten()[200]) == 1.0

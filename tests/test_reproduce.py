@@ -199,6 +199,14 @@ def test_tables_mean_pm_std_in_three_formats(tmp_path):
     assert r"retrain & $91.00 \pm 1.00$" in tex and tex.rstrip().endswith(r"\end{tabular}")
     with pytest.raises(ValueError):
         scenario_table({"camu": [cells[2]["row"]]}, "class", "html")
+    combined = (tmp_path / "tables.md").read_text()
+    assert "Not the full protocol" not in combined  # cells without a config: nothing to say
+    for c in cells[2:]:  # a quick run on a slice says so under its scenario's table, the full one does not
+        c["config"] = {"train_limit": 2000, "test_limit": 0, "train_epochs": 1 if c["scenario"] == "class" else 20}
+    write_tables(cells, tmp_path, ["camu", "retrain"])
+    combined = (tmp_path / "tables.md").read_text().split("## MNIST, random removal")
+    assert "Not the full protocol: train_epochs 1, train_limit 2000." in combined[0]
+    assert "Not the full protocol: train_limit 2000." in combined[1] and "train_epochs" not in combined[1]
 
 
 def test_variant_cells_sit_beside_the_published_ones_and_take_gaps_from_retrain_cells(tmp_path):
