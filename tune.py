@@ -689,10 +689,6 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     done = finished(study)
     log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
     if done < opts.trials:
-        if enqueue_published(study, cfg):
-            outside = outside_space(published_params(cfg), cfg.method)
-            log("the published setting is queued as a trial"
-                + (f" ({', '.join(outside)} outside the space, tried as given)" if outside else ""))
         configure_determinism(cfg.deterministic)
         device = resolve_device(cfg.device)
         if cfg.num_threads:
@@ -700,6 +696,10 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                             verify=cfg.verify_data)
         check_splits(cfg, data.train.labels, opts.tune_seeds)
+        if enqueue_published(study, cfg):  # after the data: missing data leaves no queued trial behind
+            outside = outside_space(published_params(cfg), cfg.method)
+            log("the published setting is queued as a trial"
+                + (f" ({', '.join(outside)} outside the space, tried as given)" if outside else ""))
         original, _ = original_model(cfg, data)
         objective = make_objective(cfg, opts, data, original, log)
         running = optuna.trial.TrialState.RUNNING

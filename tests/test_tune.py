@@ -363,6 +363,16 @@ def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, s
     assert not (tmp_path / "tuned").exists()
 
 
+def test_missing_data_stops_the_study_in_one_line_before_any_trial_is_queued(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The published trial was queued before the data was read: a rerun found a WAITING trial left over."""
+    out = tmp_path / "out"
+    assert tune.main(_argv(tmp_path / "no-data", out, tmp_path / "tuned", "neggrad", "--trials=1")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("data error: ") and "\n" not in err
+    assert _trials(out, "mnist-class-neggrad") == [] and not (tmp_path / "tuned").exists()
+
+
 def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
         data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The default tuned_dir holds committed results: a slice study in another out_dir replaced one silently."""
