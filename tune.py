@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -659,11 +660,21 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
 
 
 class _InterruptWithoutTraceback(logging.Filter):
-    """Optuna logs a Ctrl-C'd trial as failed with the whole traceback; keep its one-line message."""
+    """Optuna logs a Ctrl-C'd trial as failed with the whole traceback, then its value (None) on a second
+    line; keep the first line's message alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: set[str] = set()  # "Trial N" of each trial a Ctrl-C stopped
 
     def filter(self, record: logging.LogRecord) -> bool:
+        trial = re.match(r"Trial \d+ ", str(record.msg))
         if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
             record.exc_info, record.exc_text = None, None
+            if trial:
+                self.interrupted.add(trial.group())
+        elif trial and trial.group() in self.interrupted and "failed with value" in str(record.msg):
+            return False
         return True
 
 

@@ -329,10 +329,14 @@ def test_ctrl_c_names_the_study_that_keeps_the_finished_trials(data_root: Path, 
     tune.quiet_interrupts()  # installed once however often tune() runs in a process
     logger = logging.getLogger("optuna.study._optimize")
     assert sum(isinstance(f, tune._InterruptWithoutTraceback) for f in logger.filters) == 1
-    for error, traceback_kept in ((KeyboardInterrupt(), False), (ValueError("x"), True)):
-        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Trial 3 failed", None,
+    for number, error, traceback_kept in ((3, KeyboardInterrupt(), False), (4, ValueError("x"), True)):
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, f"Trial {number} failed with "
+                                   "parameters: {} because of the following error: x.", None,
                                    (type(error), error, None))
         assert logger.filter(record) and bool(record.exc_info) is traceback_kept
+        value = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, f"Trial {number} failed with value "
+                                  "None.", None, None)
+        assert bool(logger.filter(value)) is traceback_kept  # the interrupted trial's second line is dropped
 
 
 def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
