@@ -392,7 +392,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
 # Generic names a user tries first, and the keys they mean here (by spelling, 'lr' is closest to three
 # baselines' learning rates and 'epochs' to the shadow models' epochs).
 MEANT = {"lr": ("train_lr", "out_lr", "rep_lr"), "learning_rate": ("train_lr", "out_lr", "rep_lr"),
-         "epochs": ("train_epochs", "unlearn_epochs"), "num_epochs": ("train_epochs", "unlearn_epochs"),
+         "epochs": ("train_epochs", "unlearn_epochs"), "epoch": ("train_epochs", "unlearn_epochs"),
+         "num_epochs": ("train_epochs", "unlearn_epochs"),
          "n_epochs": ("train_epochs", "unlearn_epochs")}
 
 

@@ -367,7 +367,7 @@ SCALE_KEYS = ("train_limit", "test_limit", "train_epochs")
 
 
 def scaled_down_note(cells: list[dict[str, Any]]) -> str:
-    """' Run on a slice: ...' when a scenario's cells set a scale key off its default ('' otherwise), so a
+    """' Not the full protocol: ...' when a scenario's cells set a scale key off its default ('' otherwise), so a
     table from a quick run is not read as the full protocol's."""
     default = Config()
     seen = {f"{k} {c['config'][k]}" for c in cells if isinstance(c.get("config"), dict)

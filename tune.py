@@ -674,6 +674,7 @@ class _InterruptWithoutTraceback(logging.Filter):
             if trial:
                 self.interrupted.add(trial.group())
         elif trial and trial.group() in self.interrupted and "failed with value" in str(record.msg):
+            self.interrupted.discard(trial.group())  # once: another study's trial N keeps its lines
             return False
         return True
 
@@ -707,11 +708,11 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                             verify=cfg.verify_data)
         check_splits(cfg, data.train.labels, opts.tune_seeds)
-        if enqueue_published(study, cfg):  # after the data: missing data leaves no queued trial behind
+        original, _ = original_model(cfg, data)
+        if enqueue_published(study, cfg):  # after data and original: failing there leaves no queued trial
             outside = outside_space(published_params(cfg), cfg.method)
             log("the published setting is queued as a trial"
                 + (f" ({', '.join(outside)} outside the space, tried as given)" if outside else ""))
-        original, _ = original_model(cfg, data)
         objective = make_objective(cfg, opts, data, original, log)
         running = optuna.trial.TrialState.RUNNING
         with warnings.catch_warnings():  # the queued published value outside the space is said above

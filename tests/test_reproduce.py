@@ -108,7 +108,8 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
                  ["--methods=finetune", "--variant=fast", "--finetune_lr=0.5"], ["--methods=retrain"]):
         same_plan = reproduce.parse_plan([*base, *same])
         reproduce.check_stored_settings(same_plan, reproduce.grid_configs(same_plan))
-    for other, says in ((["--train_limit=500"], "train_limit 1000 -> 500"),
+    for other, says in ((["--train_limit=500"], "holds cells computed with other settings (train_limit 1000 -> 500; "
+                                                 "e.g. "),
                         (["--finetune_lr=0.5"], "other settings of finetune (finetune_lr 0.01 -> 0.5)"),
                         (["--methods=camu", "--variant=c3", "--forget_class=3"], "forget_class 0 -> 3")):
         before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -337,6 +337,7 @@ def test_ctrl_c_names_the_study_that_keeps_the_finished_trials(data_root: Path, 
         value = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, f"Trial {number} failed with value "
                                   "None.", None, None)
         assert bool(logger.filter(value)) is traceback_kept  # the interrupted trial's second line is dropped
+        assert logger.filter(value)  # once: a later trial of that number (another study) keeps its lines
 
 
 def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
