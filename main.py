@@ -153,6 +153,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
                         verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
     check_splits(cfg, data.train.labels, cfg.seeds)
+    make_folder(Path(cfg.out_dir), "out_dir")  # before the training (the checkpoint cache makes it anyway)
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"
     stored = "" if info.path.exists() else " (not stored)"
@@ -223,13 +224,19 @@ def refuse_busy(run_dir: Path) -> None:
 RUN_LOCK_NAME = ".results.json.lock"
 
 
+def make_folder(path: Path, what: str = "the run folder") -> None:
+    """``path`` made (with its parents), or RunFolderError in one line: under /proc, say, config's
+    check (which creates nothing) passes and mkdir fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create {what} {path} ({exc.strerror or exc})") from None
+
+
 def run_lock(run_dir: Path) -> FileLock:
     """The lock a run holds on its folder while it writes results: two runs under one ``run_name`` at
     once renamed each other's results.json away (``keep_previous``) and overwrote the rest."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # e.g. under /proc: config's check (without creating it) cannot tell
-        raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror or exc})") from None
+    make_folder(run_dir)
     return FileLock(run_dir / RUN_LOCK_NAME, is_singleton=True, fallback_to_soft=False)
 
 

@@ -219,15 +219,20 @@ time.sleep(300)
 """
 
 
-def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+def test_a_run_folder_that_cannot_be_made_is_one_line(small_cfg, tmp_path, monkeypatch, capsys):
     """Under /proc the config's check (without creating anything) passes and mkdir fails with ENOENT,
-    after the original's training: that was a traceback."""
+    after the original's training: that was a traceback, then one line after the training."""
     import errno
 
     def refuse(self, *args, **kwargs):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(main, "original_model", lambda *a, **k: pytest.fail("trained for an out_dir it cannot make"))
+    monkeypatch.setattr(main, "load_config", lambda argv: small_cfg)
+    assert main.main([]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: cannot create out_dir {small_cfg.out_dir} (No such file")
     with pytest.raises(main.RunFolderError, match="cannot create the run folder"):
         main.run_lock(tmp_path / "runs" / "x")
     assert main.one_line_errors(lambda: main.run_lock(tmp_path / "runs" / "x") and 0, "") == 1
