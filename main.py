@@ -202,6 +202,9 @@ class RunFolderError(RuntimeError):
     """The run folder cannot be made (a path config's check, which creates nothing, cannot judge)."""
 
 
+RUN_LOCK_NAME = ".results.json.lock"  # in the run folder, beside results.json
+
+
 def take(lock: FileLock, run_dir: Path) -> None:
     """Acquire a run folder's lock at once, or RunBusy naming the holder's lock file."""
     try:
@@ -219,9 +222,6 @@ def refuse_busy(run_dir: Path) -> None:
         lock = run_lock(run_dir)
         take(lock, run_dir)
         lock.release()
-
-
-RUN_LOCK_NAME = ".results.json.lock"
 
 
 def make_folder(path: Path, what: str = "the run folder") -> None:

@@ -118,6 +118,11 @@ def _cifar_files(cls: object) -> list[tuple[str, str]]:
     return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
 
 
+def _differ(files: list[str]) -> str:
+    """'a, b differ' or 'a differs': the files a checksum check found changed."""
+    return f"{', '.join(files)} {'differs' if len(files) == 1 else 'differ'}"
+
+
 def _check_cifar(name: str, root: Path) -> None:
     """Say what is true of a CIFAR folder whose files are there but are not the originals."""
     folder = root / EXPECTED_FILES[name][0]
@@ -129,9 +134,8 @@ def _check_cifar(name: str, root: Path) -> None:
 
     differ = [f for f, md5 in files if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
     if differ:
-        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} "
-                        f"{'differs' if len(differ) == 1 else 'differ'} from torchvision's checksums of the originals "
-                        "(a modified, re-pickled or partial copy); "
+        raise DataError(f"{name}: all files are present in {folder}, but {_differ(differ)} from torchvision's "
+                        "checksums of the originals (a modified, re-pickled or partial copy); "
                         "use --verify_data=false to run on them anyway (results are then marked unverified)")
 
 
@@ -175,10 +179,9 @@ def _check_mnist_family(name: str, root: Path) -> None:
     differ = [f for f, md5 in expected.items()
               if _md5(str(folder / f), stats[f].st_size, stats[f].st_mtime_ns) != md5]
     if differ:
-        raise DataError(f"{name}: all files are present in {folder}, but {', '.join(differ)} "
-                        f"{'differs' if len(differ) == 1 else 'differ'} from the originals' checksums (a modified or "
-                        "partial copy); use --verify_data=false to run on them anyway (results are then marked "
-                        "unverified)")
+        raise DataError(f"{name}: all files are present in {folder}, but {_differ(differ)} from the originals' "
+                        "checksums (a modified or partial copy); use --verify_data=false to run on them anyway "
+                        "(results are then marked unverified)")
 
 
 _warned_unverified: set[str] = set()
