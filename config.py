@@ -34,6 +34,7 @@ CONCEPT_CHOICES = {
     "concept_poison_labels": ("targeted", "random", "keep"),
     "concept_poison_mode": ("none", "localized", "center", "random", "full"),
     "concept_poison_variant": ("simple", "release"),
+    "concept_poison_locate": ("ig", "clip_window"),
     "concept_poison_layers": ("last", "all"),
     "concept_poison_integrity": ("full", "half"),
 }
@@ -294,8 +295,10 @@ class Config:
     concept_poison_variant: str = opt("simple", "image geometry: simple (top-M: one donor patch at every peak; "
                                                 "center/random: the concept patch; full: the donor image) or "
                                                 "release (its crops, sizes, per-concept donors; docs/concepts.md)")
-    concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig; where a concept peaks: "
-                                          "localized patches, simple center/random's donor cut)")
+    concept_poison_locate: str = opt("ig", "where a concept peaks (localized patches, simple center/random's donor "
+                                           "cut): ig (pixel Integrated Gradients of its margin, any bank) or "
+                                           "clip_window (the release: CLIP on sliding 64/224 windows; clip bank)")
+    concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig; locating by ig)")
     concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
     concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "
                                          "CIFAR-100)")
@@ -551,6 +554,9 @@ def validate(cfg: Config) -> Config:
     if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
         raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
                           f"{cfg.dataset} use clip (the paper's) or nmf")
+    if cfg.method == "concept_poison" and cfg.concept_poison_locate == "clip_window" and cfg.concept_bank != "clip":
+        raise ConfigError(f"concept_poison_locate: clip_window compares CLIP embeddings of windows with a concept "
+                          f"word's text vector, so it needs concept_bank=clip (not {cfg.concept_bank}); or use ig")
     for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
                 "concept_poison_ig_steps", "concept_poison_epochs"):
         if getattr(cfg, key) < 1:

@@ -9,9 +9,10 @@ ranking by the mean IG over the forget class's rows differs from the release's r
 margin. ``concept_poison_rank`` chooses between the two.
 
 The release locates a concept in an image with CLIP similarities of sliding 64 px windows
-(``patch_similarity`` / ``locate_peak``); that works only for the CLIP bank. Here the
-location is where the pixel IG of the concept's margin, summed over a patch-sized window,
-peaks: the same question ("where is the concept?") for every bank.
+(``patch_similarity`` / ``locate_peak``); that works only for the CLIP bank
+(``concepts/clip_windows.py``, ``concept_poison_locate=clip_window``). The default location
+is where the pixel IG of the concept's margin, summed over a patch-sized window, peaks: the
+same question ("where is the concept?") for every bank.
 """
 
 from __future__ import annotations

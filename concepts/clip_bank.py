@@ -157,11 +157,11 @@ def concept_words(dataset: str, words_file: str = "") -> list[str]:
     return list(WORDS[dataset])
 
 
-def to_clip_input(images: torch.Tensor, size: tuple[int, int], pixel_scale: float | None = None) -> torch.Tensor:
-    """Stored images (N x 1|3 x H x W) -> CLIP's input: [0, 1], three channels, ``size``, CLIP-normalised.
+def to_unit_rgb(images: torch.Tensor, size: tuple[int, int], pixel_scale: float | None = None) -> torch.Tensor:
+    """Stored images (N x 1|3 x H x W) -> [0, 1], three channels, ``size`` (bilinear); differentiable.
 
     ``pixel_scale`` is what the stored values are divided by (255 for CIFAR bytes, 1 for
-    MNIST floats); None takes 255 for uint8 and 1 otherwise. Differentiable in ``images``.
+    MNIST floats); None takes 255 for uint8 and 1 otherwise.
     """
     scale = pixel_scale if pixel_scale is not None else (255.0 if images.dtype == torch.uint8 else 1.0)
     x = images.to(torch.float32) / scale
@@ -169,10 +169,19 @@ def to_clip_input(images: torch.Tensor, size: tuple[int, int], pixel_scale: floa
         raise ValueError(f"expected N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def clip_normalize(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB images -> CLIP's normalisation (its mean and std per channel)."""
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def to_clip_input(images: torch.Tensor, size: tuple[int, int], pixel_scale: float | None = None) -> torch.Tensor:
+    """Stored images -> CLIP's input: ``to_unit_rgb`` at ``size``, then ``clip_normalize``. Differentiable."""
+    return clip_normalize(to_unit_rgb(images, size, pixel_scale))
 
 
 class ClipEmbedder:

@@ -361,6 +361,50 @@ def test_only_forget_rows_are_poisoned(setup, monkeypatch, mode):
         assert changed.max() <= 64 and changed.float().mean() > 10
 
 
+class Quadrants(torch.nn.Module):
+    """A stand-in CLIP image encoder: the mean intensity of each quadrant (CLIP's normalisation undone), and 0.1."""
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        from concepts.clip_bank import CLIP_MEAN, CLIP_STD
+        unit = x * torch.tensor(CLIP_STD).view(1, 3, 1, 1) + torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        h, w = unit.shape[-2] // 2, unit.shape[-1] // 2
+        quads = [unit[..., :h, :w], unit[..., :h, w:], unit[..., h:, :w], unit[..., h:, w:]]
+        return torch.stack([q.mean(dim=(1, 2, 3)) for q in quads] + [torch.full((len(x),), 0.1)], dim=1)
+
+
+@pytest.mark.parametrize("variant", ["simple", "release"])
+def test_clip_window_locator_through_the_method(setup, monkeypatch, variant):
+    """concept_poison_locate=clip_window: each forget row's donor patch lands where the release's CLIP windows put
+    the top concept (the stand-in bank's concepts are 'ink in quadrant q'), and nowhere else."""
+    from concepts import clip_windows
+    from concepts.bank import ConceptBank
+    from concepts.clip_bank import ClipEmbedder
+    from concepts.poison import _window
+
+    embed = ClipEmbedder(Quadrants(), (16, 16), 1.0, torch.device("cpu"))
+    bank = ConceptBank("clip", ["ink top-left", "ink top-right", "ink bottom-left", "ink bottom-right"],
+                       torch.eye(4, 5), torch.zeros(4), embed)
+    monkeypatch.setattr(cp, "build_bank", lambda cfg, original, task, rows: bank)
+    calls, seen = [], {}
+    real = clip_windows.window_peaks
+    monkeypatch.setattr(clip_windows, "window_peaks", lambda e, v, x: calls.append((e, v, len(x))) or real(e, v, x))
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
+    _, traces, _ = run_method(setup, concept_bank="clip", concept_poison_mode="localized",
+                              concept_poison_locate="clip_window", concept_poison_variant=variant)
+    split = setup["split"]
+    clean = setup["data"].train.images[split.forget]
+    top = bank.names.index(traces["top_concepts"][0])
+    assert [(e, v.tolist(), n) for e, v, n in calls] == [
+        (embed, bank.vectors[bank.names.index(traces["donor_concept"])].tolist(), len(clean)),
+        (embed, bank.vectors[top].tolist(), len(clean))]
+    top_left, left = _window(real(embed, bank.vectors[top], clean), 8, 28, 28)
+    poisoned = seen["x"][len(split.remain):]
+    inside = torch.zeros_like(clean, dtype=torch.bool)
+    for i, (r, c) in enumerate(zip(top_left.tolist(), left.tolist(), strict=True)):
+        inside[i, :, r:r + 8, c:c + 8] = True
+    assert poisoned[~inside].equal(clean[~inside]) and not poisoned[inside].equal(clean[inside])
+
+
 def test_a_tiled_forget_set_is_poisoned_once_per_row(setup, monkeypatch):
     """forget_repeat tiles D_f (CaMU's D_s draws that many partners); each forget row was poisoned that often."""
     from data.splits import Split
@@ -462,6 +506,7 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
     (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
     (["--method=concept_poison", "--concept_poison_patch=40"], "concept_poison_patch: 40 must lie in [0, 28]"),
+    (["--method=concept_poison", "--concept_poison_locate=clip_window"], "needs concept_bank=clip (not cav)"),
 ])
 def test_config_errors(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -12,7 +12,8 @@ the remaining data plus those poisoned rows. Steps, as in the release
 3. the forget class's concepts ranked by PCBM weight (or Integrated Gradients);
 4. the donor class (``confusion`` rule, ``shared`` fallback);
 5. poisoning of the forget rows only (labels ``targeted`` / ``random`` / ``keep``, images
-   ``none`` / ``localized`` / ``center`` / ``random`` / ``full``);
+   ``none`` / ``localized`` / ``center`` / ``random`` / ``full``; where a concept sits found by
+   pixel Integrated Gradients, or as the release does with CLIP windows, ``concept_poison_locate``);
 6. fine-tuning with SGD (lr 1e-3, momentum 0.9, batch 32, no augmentation), only the last
    layer trainable in the release (``freeze_backbone`` in ``revision/run_unlearn.py``:
    only parameters named ``fc``), with the model in train mode as there.
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from concepts import ConceptError
 from concepts.attribution import peak_centres, pixel_attributions, rank_concepts
 from concepts.bank import ConceptBank, embed_all, fit_cavs, model_embedder
+from concepts.clip_bank import ClipEmbedder
 from concepts.donor import choose_donor, shared_donor
 from concepts.pcbm import PCBMHead, fit_pcbm
 from concepts.poison import ConceptPaste, default_patch, poison_images, poison_labels, release_poison_images
@@ -193,6 +195,12 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     locate = default_patch(train.images.shape[-1]) if release else patch
 
     def peaks_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        if cfg.concept_poison_locate == "clip_window":  # the release's locator: its own 64/224 window
+            from concepts.clip_windows import window_peaks
+            if not isinstance(bank.embed, ClipEmbedder):
+                raise ConceptError("concept_poison_locate=clip_window needs the clip bank's CLIP image encoder")
+            return lambda images: window_peaks(bank.embed, bank.vectors[concept], images)
+
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
                                       cfg.concept_poison_ig_steps)
