@@ -34,7 +34,7 @@ CONCEPT_CHOICES = {
     "concept_poison_labels": ("targeted", "random", "keep"),
     "concept_poison_mode": ("none", "localized", "center", "random", "full"),
     "concept_poison_variant": ("simple", "release"),
-    "concept_poison_locate": ("ig", "clip_window"),
+    "concept_poison_locate": ("ig", "clip_window", "clip_window_release"),
     "concept_poison_layers": ("last", "all"),
     "concept_poison_integrity": ("full", "half"),
 }
@@ -296,8 +296,9 @@ class Config:
                                                 "center/random: the concept patch; full: the donor image) or "
                                                 "release (its crops, sizes, per-concept donors; docs/concepts.md)")
     concept_poison_locate: str = opt("ig", "where a concept peaks (localized patches, simple center/random's donor "
-                                           "cut): ig (pixel Integrated Gradients of its margin, any bank) or "
-                                           "clip_window (the release: CLIP on sliding 64/224 windows; clip bank)")
+                                           "cut): ig (pixel Integrated Gradients of its margin, any bank), "
+                                           "clip_window (CLIP on sliding 64/224 windows, clip bank) or "
+                                           "clip_window_release (those windows in the release's scrambled order)")
     concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig; locating by ig)")
     concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
     concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "
@@ -554,9 +555,10 @@ def validate(cfg: Config) -> Config:
     if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
         raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
                           f"{cfg.dataset} use clip (the paper's) or nmf")
-    if cfg.method == "concept_poison" and cfg.concept_poison_locate == "clip_window" and cfg.concept_bank != "clip":
-        raise ConfigError(f"concept_poison_locate: clip_window compares CLIP embeddings of windows with a concept "
-                          f"word's text vector, so it needs concept_bank=clip (not {cfg.concept_bank}); or use ig")
+    if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and cfg.concept_bank != "clip":
+        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
+                          f"with a concept word's text vector, so it needs concept_bank=clip (not "
+                          f"{cfg.concept_bank}); or use ig")
     for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
                 "concept_poison_ig_steps", "concept_poison_epochs"):
         if getattr(cfg, key) < 1:

@@ -43,6 +43,18 @@ def test_the_brightest_window_wins_at_the_release_geometry():
     assert window_peaks(embedder(), VECTOR, image).tolist() == [[80, 128]]
 
 
+def test_the_release_order_reads_three_neighbouring_windows_as_one():
+    """The release reshapes the channel-major windows without a permute: its cell k holds single-channel windows
+    3k..3k+2. Cell 53 = channel-1 windows 38, 39, 40 (brightness 0.75, 1, 0.75) beats cell 13 (windows 39, 40, 41:
+    1, 0.75, 0.5): the block at window (3, 6) is reported at cell (4, 9), centre (4*16 + 32, 9*16 + 32)."""
+    image = torch.zeros(1, 1, 224, 224)
+    image[0, 0, 48:112, 96:160] = 1.0
+    sims = window_similarities(embedder(), VECTOR, image, as_released=True)
+    mean = torch.tensor([(0.75 + 1 + 0.75) / 3, 0.1])
+    assert sims[0].flatten().argmax() == 53 and torch.isclose(sims[0, 4, 9], mean[0] / mean.norm())
+    assert window_peaks(embedder(), VECTOR, image, as_released=True).tolist() == [[96, 176]]
+
+
 def test_the_centre_comes_back_in_stored_pixels():
     """On 28 px (x 8 to 224) an 8 px block at rows 16-23, cols 4-11 fills window (8, 2): centre (160, 64) on
     the 224 grid, the stored pixel (20, 8); 8-bit CIFAR-like images are divided by their pixel scale."""
@@ -69,4 +81,7 @@ def test_images_go_through_clip_a_few_at_a_time_with_the_same_answer():
     assert one_pass.model.batches == [5 * GRID * GRID]
     assert batched.model.batches == [2 * GRID * GRID, 2 * GRID * GRID, GRID * GRID]
     assert torch.equal(whole, parts) and whole.shape == (5, 2)
+    released = window_peaks(embedder(), VECTOR, images, as_released=True, windows_per_pass=2 * GRID * GRID)
+    one_by_one = torch.cat([window_peaks(embedder(), VECTOR, images[i:i + 1], as_released=True) for i in range(5)])
+    assert torch.equal(released, one_by_one)  # the release's order is per image, whatever the batch
     assert window_peaks(embedder(), VECTOR, images[:0]).shape == (0, 2)

@@ -372,10 +372,13 @@ class Quadrants(torch.nn.Module):
         return torch.stack([q.mean(dim=(1, 2, 3)) for q in quads] + [torch.full((len(x),), 0.1)], dim=1)
 
 
-@pytest.mark.parametrize("variant", ["simple", "release"])
-def test_clip_window_locator_through_the_method(setup, monkeypatch, variant):
-    """concept_poison_locate=clip_window: each forget row's donor patch lands where the release's CLIP windows put
-    the top concept (the stand-in bank's concepts are 'ink in quadrant q'), and nowhere else."""
+@pytest.mark.parametrize("variant, mode, locate", [("simple", "localized", "clip_window"),
+                                                   ("release", "localized", "clip_window_release"),
+                                                   ("simple", "center", "clip_window")])
+def test_clip_window_locator_through_the_method(setup, monkeypatch, variant, mode, locate):
+    """concept_poison_locate=clip_window(_release): the donor's patch is cut where the CLIP windows put the donor
+    concept and (localized) lands where they put the top concept (the stand-in bank's concepts are 'ink in
+    quadrant q'); center pastes at the centre. Nothing outside the pasted window changes."""
     from concepts import clip_windows
     from concepts.bank import ConceptBank
     from concepts.clip_bank import ClipEmbedder
@@ -387,22 +390,29 @@ def test_clip_window_locator_through_the_method(setup, monkeypatch, variant):
     monkeypatch.setattr(cp, "build_bank", lambda cfg, original, task, rows: bank)
     calls, seen = [], {}
     real = clip_windows.window_peaks
-    monkeypatch.setattr(clip_windows, "window_peaks", lambda e, v, x: calls.append((e, v, len(x))) or real(e, v, x))
+    def spy(e, v, x, released):
+        calls.append((e, v.tolist(), len(x), released))
+        return real(e, v, x, released)
+
+    monkeypatch.setattr(clip_windows, "window_peaks", spy)
     monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
-    _, traces, _ = run_method(setup, concept_bank="clip", concept_poison_mode="localized",
-                              concept_poison_locate="clip_window", concept_poison_variant=variant)
+    _, traces, _ = run_method(setup, concept_bank="clip", concept_poison_mode=mode, concept_poison_locate=locate,
+                              concept_poison_variant=variant)
     split = setup["split"]
     clean = setup["data"].train.images[split.forget]
-    top = bank.names.index(traces["top_concepts"][0])
-    assert [(e, v.tolist(), n) for e, v, n in calls] == [
-        (embed, bank.vectors[bank.names.index(traces["donor_concept"])].tolist(), len(clean)),
-        (embed, bank.vectors[top].tolist(), len(clean))]
-    top_left, left = _window(real(embed, bank.vectors[top], clean), 8, 28, 28)
+    released = locate == "clip_window_release"
+    top = bank.vectors[bank.names.index(traces["top_concepts"][0])]
+    donor_call = (embed, bank.vectors[bank.names.index(traces["donor_concept"])].tolist(), len(clean), released)
+    assert calls == [donor_call] + ([(embed, top.tolist(), len(clean), released)] if mode == "localized" else [])
+    middle = torch.tensor([[14, 14]]).expand(len(clean), 2)
+    centres = real(embed, top, clean, released) if mode == "localized" else middle
+    rows, cols = _window(centres, 8, 28, 28)
     poisoned = seen["x"][len(split.remain):]
     inside = torch.zeros_like(clean, dtype=torch.bool)
-    for i, (r, c) in enumerate(zip(top_left.tolist(), left.tolist(), strict=True)):
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
         inside[i, :, r:r + 8, c:c + 8] = True
-    assert poisoned[~inside].equal(clean[~inside]) and not poisoned[inside].equal(clean[inside])
+    assert poisoned[~inside].equal(clean[~inside])
+    assert (poisoned != clean).flatten(1).any(1).float().mean() > 0.9  # nearly every row got its patch
 
 
 def test_a_tiled_forget_set_is_poisoned_once_per_row(setup, monkeypatch):

@@ -195,11 +195,13 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     locate = default_patch(train.images.shape[-1]) if release else patch
 
     def peaks_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        if cfg.concept_poison_locate == "clip_window":  # the release's locator: its own 64/224 window
+        if cfg.concept_poison_locate.startswith("clip_window"):  # the release's locator: its own 64/224 window
             from concepts.clip_windows import window_peaks
             if not isinstance(bank.embed, ClipEmbedder):
-                raise ConceptError("concept_poison_locate=clip_window needs the clip bank's CLIP image encoder")
-            return lambda images: window_peaks(bank.embed, bank.vectors[concept], images)
+                raise ConceptError(f"concept_poison_locate={cfg.concept_poison_locate} needs the clip bank's CLIP "
+                                   "image encoder")
+            as_released = cfg.concept_poison_locate == "clip_window_release"
+            return lambda images: window_peaks(bank.embed, bank.vectors[concept], images, as_released)
 
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
