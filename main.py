@@ -39,7 +39,7 @@ from models.runtime import Runtime, backend_info, configure_determinism
 from progress import Interrupted, configure_progress, interrupted
 from report import format_table, git_commit, results_document
 from storage import keep_previous, remove_stale_temps, write_bytes, write_json
-from unlearn import ROW_METRICS, UnlearnTask, get_method
+from unlearn import PREFLIGHT, ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
 
 
@@ -153,6 +153,8 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
                         verify=cfg.verify_data)
     log(f"{cfg.dataset}: {len(data.train)} training and {len(data.test)} test samples on {device}")
     check_splits(cfg, data.train.labels, cfg.seeds)
+    if check := PREFLIGHT.get(cfg.method):
+        check(cfg)  # e.g. the clip bank's weights, before the original's training (an error writes nothing)
     make_folder(Path(cfg.out_dir), "out_dir")  # before the training (the checkpoint cache makes it anyway)
     original, info = original_model(cfg, data)
     how = "trained" if info.trained else "loaded"

@@ -59,7 +59,7 @@ from models.resnet import DownloadError
 from progress import configure_progress
 from report import DT_SHORTFALL_LIMIT, git_commit, json_safe
 from storage import write_bytes, write_json
-from unlearn import SEARCH_SPACES
+from unlearn import PREFLIGHT, SEARCH_SPACES
 from unlearn.search_space import distribution, suggest
 
 USAGE = """usage: python tune.py [PRESET.yaml] --method=M [--trials=N] [--tune_seeds=100,101] [--key=value ...]
@@ -708,6 +708,8 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, device, cfg.train_limit, cfg.test_limit,
                             verify=cfg.verify_data)
         check_splits(cfg, data.train.labels, opts.tune_seeds)
+        if check := PREFLIGHT.get(cfg.method):
+            check(cfg)  # e.g. the clip bank's weights, before the original's training
         original, _ = original_model(cfg, data)
         if enqueue_published(study, cfg):  # after data and original: failing there leaves no queued trial
             outside = outside_space(published_params(cfg), cfg.method)

@@ -306,6 +306,24 @@ def _text_vectors(open_clip: ModuleType, model: torch.nn.Module, model_name: str
     return (vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)).contiguous()
 
 
+def _open_clip() -> ModuleType:
+    """The ``open_clip`` module, or a one-line ``ConceptError`` when open_clip_torch is not installed."""
+    try:
+        import open_clip
+    except ImportError:
+        raise ConceptError("concept_bank=clip needs open_clip_torch: pip install open_clip_torch") from None
+    return open_clip
+
+
+def check_clip_bank(dataset: str, model_name: str = "RN50", pretrained: str = "openai", words_file: str = "") -> None:
+    """Raise now the ``ConceptError`` that ``build_clip_bank`` would raise after the original model's training:
+    open_clip_torch missing, the words file unreadable or empty, the weights neither cached nor reachable
+    (a download, if one is needed, happens here). Loads the model once on the CPU: seconds."""
+    open_clip = _open_clip()
+    concept_words(dataset, words_file)
+    _load_model(open_clip, model_name, pretrained, torch.device("cpu"))
+
+
 def build_clip_bank(dataset: str, model_name: str = "RN50", pretrained: str = "openai", words_file: str = "",
                     device: torch.device | str = "cpu") -> ConceptBank:
     """The ``clip`` bank: ``concept_words`` as CLIP text vectors (intercepts 0), CLIP images as the embedding.
@@ -314,10 +332,7 @@ def build_clip_bank(dataset: str, model_name: str = "RN50", pretrained: str = "o
     builds a randomly initialised model (tests only). Raises ``ConceptError`` with one
     line when open_clip_torch is missing or the weights are neither cached nor reachable.
     """
-    try:
-        import open_clip
-    except ImportError:
-        raise ConceptError("concept_bank=clip needs open_clip_torch: pip install open_clip_torch") from None
+    open_clip = _open_clip()
     words = concept_words(dataset, words_file)
     device = torch.device(device)
     model = _load_model(open_clip, model_name, pretrained, device)

@@ -188,3 +188,24 @@ def test_missing_open_clip_is_concept_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_open_clip)
     with pytest.raises(ConceptError, match="pip install open_clip_torch"):
         build_clip_bank("mnist", "RN50", "")
+
+
+@pytest.mark.parametrize("entry", ["main", "tune"])
+@pytest.mark.parametrize("key, message", [("--concept_clip_pretrained=no-such-tag", "'no-such-tag'"),
+                                          ("--concept_words=MISSING", "cannot be read")])
+def test_the_bank_is_checked_before_the_original_is_trained(data_root, tmp_path, capsys, entry, key, message):
+    """A clip bank that cannot be built stops main.py / tune.py in one line before the original model's training
+    (hours for the CIFAR presets), not after it; main.py writes nothing."""
+    import main
+    import tune
+
+    out = tmp_path / "out"
+    argv = ["--method=concept_poison", "--concept_bank=clip", key.replace("MISSING", str(tmp_path / "no.txt")),
+            f"--data_root={data_root}", "--download=false", "--train_limit=500", "--test_limit=200",
+            "--train_epochs=1", "--seeds=0", f"--out_dir={out}", "--compare_retrain=false"]
+    if entry == "tune":
+        argv += ["--trials=1", f"--tuned_dir={tmp_path / 'tuned'}"]
+    assert (main.main(argv) if entry == "main" else tune.main(argv)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (out / "checkpoints").exists() and (entry == "tune" or not out.exists())

@@ -354,9 +354,13 @@ def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Pa
 
 
 def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, shared: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Missing words, packages or weights fail every trial alike: the study stops at once instead of
-    recording each trial as the parameters' failure (the sampler would steer away from them)."""
+    recording each trial as the parameters' failure (the sampler would steer away from them). tune.py
+    checks the bank before the original's training too (tests/test_clip_bank.py); that check is off here,
+    for a file that goes missing once the study runs."""
+    monkeypatch.setitem(tune.PREFLIGHT, "concept_poison", lambda cfg: None)
     argv = _argv(data_root, shared, tmp_path / "tuned", "concept_poison", "--trials=3", "--tune_seeds=100",
                  "--concept_bank=clip", f"--concept_words={tmp_path / 'missing.txt'}")
     assert tune.main(argv) == 1

@@ -67,6 +67,10 @@ DEFAULTS_OUTSIDE_SPACE: dict[str, tuple[str, ...]] = {
 # where ``state`` is what the method left under its traces' private "_state" key.
 ROW_METRICS: dict[str, Callable[..., dict[str, float]]] = {"concept_poison": concept_poison.row_metrics}
 
+# What a method checks before the original model is trained or loaded (``f(cfg)``, raising one-line errors):
+# settings only its own work would find wrong, found before hours of training.
+PREFLIGHT: dict[str, Callable[..., None]] = {"concept_poison": concept_poison.preflight}
+
 register_choices("method", METHODS)
 
 
@@ -76,4 +80,5 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["DEFAULTS_OUTSIDE_SPACE", "METHODS", "ROW_METRICS", "SEARCH_SPACES", "UnlearnTask", "get_method"]
+__all__ = ["DEFAULTS_OUTSIDE_SPACE", "METHODS", "PREFLIGHT", "ROW_METRICS", "SEARCH_SPACES", "UnlearnTask",
+           "get_method"]

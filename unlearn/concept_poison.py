@@ -50,6 +50,14 @@ from unlearn.base import UnlearnTask, has_batch_statistics
 from unlearn.search_space import Param, integer, log_float
 
 
+def preflight(cfg: Config) -> None:
+    """What would stop step 1 only after the original model's training (hours for the CIFAR presets), checked
+    before it: the clip bank's package, words file and weights (``ConceptError``, one line)."""
+    if cfg.concept_bank == "clip":
+        from concepts.clip_bank import check_clip_bank
+        check_clip_bank(cfg.dataset, cfg.concept_clip_model, cfg.concept_clip_pretrained, cfg.concept_words)
+
+
 def build_bank(cfg: Config, original: nn.Module, task: UnlearnTask, rows: torch.Tensor) -> ConceptBank:
     """Step 1: the bank ``concept_bank`` names, built on the original model (frozen) and ``rows``."""
     data, seed = task.data, task.seed
@@ -267,4 +275,4 @@ SEARCH_SPACE: dict[str, Param] = {
     "concept_poison_epochs": integer(1, 30),
 }
 
-__all__ = ["SEARCH_SPACE", "build_bank", "fine_tune", "row_metrics", "unlearn"]
+__all__ = ["SEARCH_SPACE", "build_bank", "fine_tune", "preflight", "row_metrics", "unlearn"]
