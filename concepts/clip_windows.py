@@ -23,7 +23,8 @@ Only the ``clip`` bank can do this (a concept is a word, a window an image CLIP 
 ``concepts/attribution.py`` answers the same question for every bank with pixel Integrated
 Gradients, the default (``concept_poison_locate=ig``). It costs 121 CLIP passes per located
 image; a run locates each forget row once per replaced concept and one donor image per row
-(CIFAR-10's deer, one concept: about 1.2 million RN50 passes): work for a GPU.
+(per concept in the release variant's top-M; CIFAR-10's deer, one concept: about 1.2 million
+RN50 passes): work for a GPU.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ label uniformly over all classes, the true one included, as the release's
 leaves them (the paper's reported protocol is a label flip only); ``localized`` pastes,
 for each of the forget class's top-M concepts, a donor patch over the place where that
 concept peaks in the forget image; the patch is cut from a random donor-class image where
-the donor's own top concept peaks (``revision/poison_gen.py`` and ``concept_tools.py``:
+the donor concept (the one the donor was chosen by) peaks (``revision/poison_gen.py`` and ``concept_tools.py``:
 ``crop_patch`` / ``paste_patch``); ``center`` and ``random`` paste the same patch at the
 image centre or at a seeded random place; ``full`` replaces the image by the donor image.
 That is the ``simple`` variant. The ``release`` variant (``release_poison_images``) follows the
@@ -107,7 +107,7 @@ def poison_images(forget: torch.Tensor, donors: torch.Tensor, mode: str, patch: 
 
     ``donors``: the donor-class training images to take evidence from (one is drawn per
     forget row). ``forget_peaks(images)`` gives, per top concept, the N x 2 centre where it
-    peaks in each forget image; ``donor_peak(images)`` the centre of the donor's top concept.
+    peaks in each forget image; ``donor_peak(images)`` the centre of the donor concept.
     """
     forget = forget.cpu()
     if _leave_as_is(mode):
