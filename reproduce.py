@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import launch
+from concepts import ConceptError
 from config import (
     NUM_CLASSES,
     SCENARIOS,
@@ -50,7 +51,7 @@ from launch.jobs import file_state
 from main import one_line_errors
 from progress import configure_progress
 from report import fill_gaps, load_studies, write_tables
-from unlearn import METHODS, SEARCH_SPACES
+from unlearn import METHODS, PREFLIGHT, SEARCH_SPACES
 
 HERE = Path(__file__).resolve().parent
 PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling_sgd", "neggrad")
@@ -309,9 +310,36 @@ def cell_jobs(plan: Plan) -> list[CellJob]:
                     file_state(c.path(plan.out_dir))) for c in pending]
 
 
+def preflight_failures(jobs: list[CellJob]) -> dict[tuple[str, str, str], Exception]:
+    """Per (dataset, scenario, method) of ``jobs`` whose method's pre-training check (``unlearn.PREFLIGHT``:
+    the clip bank's package, words and weights) fails, the one-line error its cells would end with."""
+    failed: dict[tuple[str, str, str], Exception] = {}
+    checked: set[tuple[str, str, str]] = set()
+    for job in jobs:
+        key = (job.cfg.dataset, job.cfg.scenario, job.cfg.method)
+        if key in checked or (check := PREFLIGHT.get(job.cfg.method)) is None:
+            continue
+        checked.add(key)
+        try:
+            check(job.cfg)
+        except (ConceptError, ConfigError) as exc:
+            failed[key] = exc
+    return failed
+
+
 def sweep(plan: Plan, log: Any = print, options: LaunchOptions | None = None) -> launch.Outcome:
-    """Compute every missing cell of the grid with the chosen launcher (default: in this process)."""
+    """Compute every missing cell of the grid with the chosen launcher (default: in this process).
+
+    Cells whose method cannot run here (``preflight_failures``) are said before any model is trained:
+    if no other cell is left, the sweep stops there; otherwise the others run and those cells fail."""
     jobs = cell_jobs(plan)
+    failing = preflight_failures(jobs)
+    doomed = [job for job in jobs if (job.cfg.dataset, job.cfg.scenario, job.cfg.method) in failing]
+    if doomed and len(doomed) == len(jobs):
+        raise next(iter(failing.values()))
+    for (d, s, m), exc in failing.items():
+        count = sum((job.cfg.dataset, job.cfg.scenario, job.cfg.method) == (d, s, m) for job in doomed)
+        log(f"warning: the {count} {d}-{s} {m} cells will fail, the other cells run: {exc}")
     total = len(plan.cells())
     log(f"{total} cells: {total - len(jobs)} stored, {len(jobs)} to compute -> {plan.out_dir}")
     outcome = launch.run(jobs, options or LaunchOptions(), plan.out_dir, log)

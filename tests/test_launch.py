@@ -432,11 +432,28 @@ def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(da
                              f"--concept_words={tmp_path / 'missing.txt'}", f"--data_root={data_root}",
                              f"--out_dir={out}"])
     assert status == 1
-    err = capsys.readouterr().err
+    said = capsys.readouterr()
+    err = said.err
     assert "Traceback" not in err
     missing = tmp_path / "missing.txt"
     assert f"failed: mnist-class concept_poison seed 0: concept_words file {missing} cannot be read" in err
     assert sorted(_cells(out)) == ["finetune-seed0.json"]
+    warning = (f"warning: the 1 mnist-class concept_poison cells will fail, the other cells run: concept_words file "
+               f"{missing} cannot be read")
+    assert said.out.index(warning) < said.out.index("2 cells: 0 stored, 2 to compute")  # said before any training
+
+
+def test_a_sweep_whose_every_cell_would_fail_stops_before_training(data_root, tmp_path, capsys):
+    """Only concept cells, and the clip bank's words file missing: one line, and no model trained (a CIFAR concept
+    sweep would otherwise train a ResNet-50 original and its retrained model first)."""
+    out = tmp_path / "sweep"
+    status = reproduce.main([*GRID, "--methods=concept_poison", "--concept_bank=clip",
+                             f"--concept_words={tmp_path / 'missing.txt'}", f"--data_root={data_root}",
+                             f"--out_dir={out}"])
+    assert status == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: concept_words file {tmp_path / 'missing.txt'} cannot be read") and "\n" not in err
+    assert not (out / "checkpoints").exists() and not _cells(out)
 
 
 def test_a_stage_task_with_failed_items_fails_so_afterok_holds_the_cells_back(monkeypatch):
