@@ -555,6 +555,12 @@ def validate(cfg: Config) -> Config:
     if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
         raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
                           f"{cfg.dataset} use clip (the paper's) or nmf")
+    locates = cfg.concept_poison_mode == "localized" or (cfg.concept_poison_variant == "simple"
+                                                         and cfg.concept_poison_mode in ("center", "random"))
+    if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and not locates:
+        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: only "
+                          "concept_poison_mode=localized, or center / random in the simple variant, looks for a "
+                          f"concept (mode here: {cfg.concept_poison_mode}, variant {cfg.concept_poison_variant})")
     if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and cfg.concept_bank != "clip":
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
                           f"with a concept word's text vector, so it needs concept_bank=clip (not "

@@ -516,7 +516,12 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
     (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
     (["--method=concept_poison", "--concept_poison_patch=40"], "concept_poison_patch: 40 must lie in [0, 28]"),
-    (["--method=concept_poison", "--concept_poison_locate=clip_window"], "needs concept_bank=clip (not cav)"),
+    (["--method=concept_poison", "--concept_poison_locate=clip_window", "--concept_poison_mode=localized"],
+     "needs concept_bank=clip (not cav)"),
+    (["--method=concept_poison", "--concept_bank=clip", "--concept_poison_locate=clip_window"],
+     "would locate nothing: only concept_poison_mode=localized"),
+    (["--method=concept_poison", "--concept_bank=clip", "--concept_poison_locate=clip_window_release",
+      "--concept_poison_mode=center", "--concept_poison_variant=release"], "(mode here: center, variant release)"),
 ])
 def test_config_errors(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
