@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -231,14 +232,27 @@ def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
     return cfg.tuned and (stored.get("config") or {}).get("tuned_sha256") != cfg.tuned_sha256
 
 
-def _changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key stored -> current`` for each key both hold with other values (a key added since is not compared).
-    A file key compares the places named: a SLURM launch names the words file by its absolute path."""
+DEFAULTS = Config().to_dict()
+
+
+def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[str] | None = None) -> list[str]:
+    """``key stored -> current`` for each key of ``keys`` (default: the stored ones) with another value.
+
+    A key the stored config lacks was added since; keys are added with the default that does what
+    the code did before, so the cell was computed with that default (a cell from before
+    ``concept_poison_variant`` is the simple variant's). A file key compares the places named: a
+    SLURM launch names the words file by its absolute path.
+    """
+    def before(k: str) -> Any:
+        return stored[k] if k in stored else DEFAULTS[k]
+
     def same(k: str) -> bool:
-        if k == "concept_words" and isinstance(stored[k], str) and isinstance(current[k], str):
-            return _absolute(stored[k]) == _absolute(current[k])
-        return stored[k] == current[k]
-    return [f"{k} {stored[k]!r} -> {current[k]!r}" for k in sorted(stored) if k in current and not same(k)]
+        if k == "concept_words" and isinstance(before(k), str) and isinstance(current[k], str):
+            return _absolute(before(k)) == _absolute(current[k])
+        return before(k) == current[k]
+    compared = [k for k in sorted(stored if keys is None else keys) if k in current and (k in stored or k in DEFAULTS)]
+    return [f"{k} {before(k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
+            for k in compared if not same(k)]
 
 
 def grid_configs(plan: Plan) -> dict[tuple[str, str, str], Config]:
@@ -271,7 +285,7 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
     for (d, s, _m), cfg in configs.items():
         current = scenario_settings(cfg.to_dict())
         for path in kinds[(d, s)].values():
-            changed = _changes(scenario_settings(stored[path]), current)
+            changed = _changes(scenario_settings(stored[path]), current, current)
             if changed:
                 raise ConfigError(f"{path.parent} holds cells computed with other settings ({', '.join(changed[:4])}; "
                                   f"e.g. {path.name}): use another out_dir for them{committed}")
@@ -283,7 +297,7 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
         tuned_keys = SEARCH_SPACES.get(cell.method, {}) if cfg.tuned else {}  # the tuned file's hash decides
         current = cfg.to_dict()
         own = {k for k in current if key_owner(k) == cell.method and k not in tuned_keys}
-        changed = _changes({k: v for k, v in stored[path].items() if k in own}, current)
+        changed = _changes(stored[path], current, own)
         if changed:
             raise ConfigError(f"{path} was computed with other settings of {cell.method} ({', '.join(changed[:4])}): "
                               f"use another out_dir{committed}, or --variant=NAME to store them beside it")

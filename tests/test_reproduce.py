@@ -120,6 +120,28 @@ def test_cells_stored_with_other_settings_are_refused_not_reported(tmp_path, cap
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_key_a_stored_cell_predates_counts_as_its_default(tmp_path):
+    """The committed localized_top5 cells predate concept_poison_variant: they are the simple variant's, so a run
+    asking for the release variant into their folder is refused, not answered with them (it was: keys a stored
+    cell lacked were not compared). The same holds for a scenario key."""
+    base = [*TINY, "--methods=concept_poison", "--seeds=0", f"--out_dir={tmp_path}", "--variant=top5",
+            "--concept_poison_mode=localized", "--concept_poison_top_m=5"]
+    plan = reproduce.parse_plan(base)
+    (cell,) = plan.cells()
+    old = reproduce.cell_config(plan, cell.dataset, cell.scenario, cell.method).to_dict()
+    del old["concept_poison_variant"], old["forget_class"]
+    cell.path(tmp_path).parent.mkdir(parents=True)
+    cell.path(tmp_path).write_text(json.dumps({**cell.header(), "row": {}, "config": old}))
+    same = reproduce.parse_plan([*base, "--concept_poison_variant=simple"])
+    reproduce.check_stored_settings(same, reproduce.grid_configs(same))
+    for other, says in ((["--concept_poison_variant=release"],
+                         "concept_poison_variant 'simple' (not recorded: the default) -> 'release'"),
+                        (["--forget_class=3"], "forget_class 0 (not recorded: the default) -> 3")):
+        plan = reproduce.parse_plan([*base, *other])
+        with pytest.raises(reproduce.ConfigError, match=re.escape(says)):
+            reproduce.check_stored_settings(plan, reproduce.grid_configs(plan))
+
+
 def test_a_slurm_launch_names_a_stored_cells_words_file_by_its_place_not_its_spelling(tmp_path, monkeypatch):
     """SLURM jobs get the words file's absolute path; the cell stored by a local run named it relatively."""
     monkeypatch.chdir(tmp_path)
