@@ -286,6 +286,12 @@ class Config:
     concept_poison_top_m: int = opt(1, "localized mode: top concepts replaced by donor patches (the release: 1)")
     concept_poison_donor_rule: str = opt("confusion", "confusion (donor's own top-1 concept must be shared; "
                                                       "falls back to shared) or shared (argmax class)")
+    concept_poison_donor: int = opt(-1, "donor class (-1: the donor rule picks it; the release's hand-picked cases "
+                                        "set it, docs/concepts.md)")
+    concept_poison_concept: str = opt("", "the forget class's concept to replace first, a bank concept name ('': "
+                                          "the top-ranked; the release's cases name one, e.g. antler)")
+    concept_poison_donor_concept: str = opt("", "the concept the donor's patch is cut at ('': the one the donor "
+                                                "was chosen by; with concept_poison_donor, the donor's own top one)")
     concept_poison_labels: str = opt("targeted", "forget rows relabelled: targeted (all -> donor), random (uniform "
                                                  "over all classes, true one included) or keep")
     concept_poison_mode: str = opt("none", "forget images: none (label flip only, the paper's protocol), localized, "
@@ -555,6 +561,11 @@ def validate(cfg: Config) -> Config:
     if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
         raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
                           f"{cfg.dataset} use clip (the paper's) or nmf")
+    if cfg.method == "concept_poison" and (cfg.concept_poison_donor == cfg.forget_class
+                                           or not -1 <= cfg.concept_poison_donor < cfg.num_classes):
+        raise ConfigError(f"concept_poison_donor: {cfg.concept_poison_donor} must be -1 (the donor rule) or a "
+                          f"class of {cfg.dataset} (0-{cfg.num_classes - 1}) other than forget_class "
+                          f"{cfg.forget_class}")
     locates = cfg.concept_poison_mode == "localized" or (cfg.concept_poison_variant == "simple"
                                                          and cfg.concept_poison_mode in ("center", "random"))
     if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and not locates:

@@ -15,6 +15,8 @@ lemmatises them (``clean_concepts``) and drops the class names themselves. There
 network here, so ``WORDS`` holds fixed stand-ins for that pull: part / material /
 property words of the kind those edges give for the CIFAR-10 and CIFAR-100 classes, and
 short visual words for MNIST and Fashion-MNIST (ConceptNet says little about digits).
+The CIFAR lists hold the concepts of the release's hand-picked cases (``CASES`` in
+``revision/config.py``; ``RELEASE_CASES`` in ``concepts/donor.py``) in its spelling.
 No list contains a class name. A ``words_file`` (one word per line; blank lines and
 ``#`` comments skipped) replaces the built-in list, e.g. with a real ConceptNet pull.
 
@@ -57,13 +59,14 @@ WORDS: dict[str, tuple[str, ...]] = {
     # airplane automobile bird cat deer dog frog horse ship truck
     "cifar10": (
         "fur", "whiskers", "paws", "claws", "tail", "pointed ears", "snout", "fangs", "collar", "leash",
-        "antlers", "hooves", "mane", "saddle", "bridle", "long legs", "spots", "feathers", "beak", "wings",
+        "antler", "hooves", "mane", "saddle", "bridle", "long legs", "spots", "feathers", "beak", "wings",
         "nest", "talons", "eggs", "webbed feet", "slimy skin", "bulging eyes", "pond", "lily pad", "grass",
         "barn", "metal", "engine", "wheels", "tires", "windshield", "headlights", "bumper", "license plate",
         "doors", "steering wheel", "seats", "highway", "cargo", "trailer", "cab", "exhaust pipe", "jet engine",
-        "propeller", "cockpit", "runway", "fuselage", "landing gear", "sky", "clouds", "hull", "deck", "sail",
+        "propellers", "cockpit", "runway", "fuselage", "landing gear", "sky", "clouds", "hull", "deck", "sail",
         "mast", "anchor", "water", "waves", "harbor", "smokestack", "portholes", "furry", "green", "brown",
         "white", "shiny", "fast", "pet", "mammal", "amphibian", "vehicle", "aircraft", "boat", "machine",
+        "horseback", "gear",  # with antler, propellers, amphibian: the release's hand-picked cases' concepts
     ),
     # the 100 fine classes, by superclass
     "cifar100": (
@@ -115,6 +118,7 @@ WORDS: dict[str, tuple[str, ...]] = {
         "headlights", "windshield", "truck bed", "helmet", "station", "blade", "tracks", "cannon", "nose cone",
         "flames", "smoke", "launch pad", "overhead wires", "plow", "military", "space",
         # properties and kinds
+        "newborn human", "cetacean",  # with pink, chimney, lampshade: the release's hand-picked cases' concepts
         "red", "green", "yellow", "brown", "white", "black", "pink", "round", "tall", "large", "wild",
         "mammal", "vehicle", "furniture", "container", "plant", "animal", "machine",
     ),

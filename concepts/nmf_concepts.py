@@ -37,6 +37,11 @@ def conv_activations(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def component_names(components: int) -> list[str]:
+    """The names of the discovered concepts: ``nmf_0``, ``nmf_1``, ..."""
+    return [f"nmf_{j}" for j in range(components)]
+
+
 @torch.no_grad()
 def nmf_presence(model: nn.Module, to_input: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                  components: int, seed: int, batch_size: int = 256) -> tuple[list[str], np.ndarray]:
@@ -60,4 +65,4 @@ def nmf_presence(model: nn.Module, to_input: Callable[[torch.Tensor], torch.Tens
     nmf = NMF(n_components=components, init="nndsvda", max_iter=400, random_state=stream_seed(seed, "concepts/nmf"))
     nmf.fit(fit_rows)
     coeff = nmf.transform(rows).reshape(n, h * w, components)
-    return [f"nmf_{j}" for j in range(components)], coeff.max(axis=1)
+    return component_names(components), coeff.max(axis=1)

@@ -415,6 +415,53 @@ def test_clip_window_locator_through_the_method(setup, monkeypatch, variant, mod
     assert (poisoned != clean).flatten(1).any(1).float().mean() > 0.9  # nearly every row got its patch
 
 
+def test_a_hand_picked_case_sets_the_donor_and_the_concepts(setup, monkeypatch):
+    """As the release's revision cases: the donor, the forget concept (first in line) and the donor concept given;
+    a donor alone is cut at its own top concept by the method's PCBM head."""
+    seen, heads = {}, []
+    real_fit = cp.fit_head
+    monkeypatch.setattr(cp, "fit_head", lambda *a, **k: heads.append(real_fit(*a, **k)) or heads[-1])
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(y=labels) or [])
+    names = setup["bank"].names
+    _, traces, _ = run_method(setup, concept_poison_donor=3, concept_poison_concept=names[2],
+                              concept_poison_donor_concept=names[5])
+    assert (traces["donor"], traces["donor_rule"], traces["donor_concept"]) == (3, "given", names[5])
+    assert traces["top_concepts"][0] == names[2] and len(set(traces["top_concepts"])) == 5
+    assert seen["y"][len(setup["split"].remain):].eq(3).all()
+    _, alone, _ = run_method(setup, concept_poison_donor=7)
+    head = heads[-1][0]
+    assert (alone["donor"], alone["donor_rule"]) == (7, "given")
+    assert alone["donor_concept"] == names[int(head.weight[7].argmax())]
+    assert alone["top_concepts"] == [names[j] for j in rank_concepts(head.linear, 0, "weight")[:5]]
+
+
+def test_the_release_cases_are_expressible_with_the_built_in_words():
+    from concepts.clip_bank import WORDS
+    from concepts.donor import RELEASE_CASES
+    from config import parse_args
+
+    assert len(RELEASE_CASES) == 10
+    for (dataset, forget), case in RELEASE_CASES.items():
+        assert {case.concept, case.donor_concept} <= set(WORDS[dataset]), case
+        cfg = parse_args([f"configs/{dataset}_concept.yaml", f"--forget_class={forget}",
+                          f"--concept_poison_donor={case.donor}", f"--concept_poison_concept={case.concept}",
+                          f"--concept_poison_donor_concept={case.donor_concept}"])
+        assert cfg.concept_poison_donor == case.donor != forget
+
+
+@pytest.mark.parametrize("keys, says", [
+    (["--concept_poison_concept=antler"], "concept_poison_concept: 'antler' is not a concept of the cav bank (loops, "),
+    (["--concept_bank=nmf", "--concept_poison_donor_concept=nmf_12"],
+     "concept_poison_donor_concept: 'nmf_12' is not a concept of the nmf bank (nmf_0, "),
+])
+def test_a_concept_the_bank_lacks_stops_before_training(data_root, tmp_path, capsys, keys, says):
+    out = tmp_path / "out"
+    assert main.main(["--method=concept_poison", *keys, f"--data_root={data_root}", "--train_limit=500",
+                      "--test_limit=200", "--seeds=0", f"--out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"config error: {says}") and "\n" not in err and not out.exists()
+
+
 def test_a_tiled_forget_set_is_poisoned_once_per_row(setup, monkeypatch):
     """forget_repeat tiles D_f (CaMU's D_s draws that many partners); each forget row was poisoned that often."""
     from data.splits import Split
@@ -516,6 +563,9 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--dataset=cifar10"], "use clip"),
     (["--method=concept_poison", "--concept_poison_labels=flip"], "targeted, random, keep"),
     (["--method=concept_poison", "--concept_poison_patch=40"], "concept_poison_patch: 40 must lie in [0, 28]"),
+    (["--method=concept_poison", "--concept_poison_donor=0"],
+     "concept_poison_donor: 0 must be -1 (the donor rule) or a class of mnist (0-9) other than forget_class 0"),
+    (["--method=concept_poison", "--concept_poison_donor=10"], "concept_poison_donor: 10 must be -1"),
     (["--method=concept_poison", "--concept_poison_locate=clip_window", "--concept_poison_mode=localized"],
      "needs concept_bank=clip (not cav)"),
     (["--method=concept_poison", "--concept_bank=clip", "--concept_poison_locate=clip_window"],

@@ -10,7 +10,9 @@ the remaining data plus those poisoned rows. Steps, as in the release
    concepts, ``nmf`` discovered ones, ``clip`` the paper's CLIP word embeddings);
 2. the PCBM head on the concept margins of ``concept_examples`` training images;
 3. the forget class's concepts ranked by PCBM weight (or Integrated Gradients);
-4. the donor class (``confusion`` rule, ``shared`` fallback);
+4. the donor class (``confusion`` rule, ``shared`` fallback), or a hand-picked case's
+   (``concept_poison_donor`` / ``concept_poison_concept`` / ``concept_poison_donor_concept``, as
+   the release's revision experiments, ``concepts.donor.RELEASE_CASES``);
 5. poisoning of the forget rows only (labels ``targeted`` / ``random`` / ``keep``, images
    ``none`` / ``localized`` / ``center`` / ``random`` / ``full``; where a concept sits found by
    pixel Integrated Gradients, or as the release does with CLIP windows, ``concept_poison_locate``);
@@ -42,7 +44,7 @@ from concepts.clip_bank import ClipEmbedder
 from concepts.donor import choose_donor, shared_donor
 from concepts.pcbm import PCBMHead, fit_pcbm
 from concepts.poison import ConceptPaste, default_patch, poison_images, poison_labels, release_poison_images
-from config import Config
+from config import Config, ConfigError
 from data.batches import batch_indices, num_batches
 from data.rng import generator
 from eval.concept_metrics import donor_absorption, forgetting_rate, fr_attack, shared_concept_retention
@@ -50,9 +52,35 @@ from unlearn.base import UnlearnTask, has_batch_statistics
 from unlearn.search_space import Param, integer, log_float
 
 
+def bank_names(cfg: Config) -> list[str]:
+    """The concept names the bank ``cfg`` asks for will have, known before it is built."""
+    if cfg.concept_bank == "clip":
+        from concepts.clip_bank import concept_words
+        return concept_words(cfg.dataset, cfg.concept_words)
+    if cfg.concept_bank == "nmf":
+        from concepts.nmf_concepts import component_names
+        return component_names(cfg.concept_nmf_components)
+    from concepts.pixel_concepts import CONCEPTS
+    return list(CONCEPTS)
+
+
+def named_concept(names: list[str], key: str, name: str, kind: str) -> int:
+    """The index of concept ``name`` (the value of config key ``key``) in a ``kind`` bank; ConfigError if absent."""
+    if name not in names:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        hint = "; add it to a concept_words file" if kind == "clip" else ""
+        raise ConfigError(f"{key}: {name!r} is not a concept of the {kind} bank ({shown}){hint}")
+    return names.index(name)
+
+
 def preflight(cfg: Config) -> None:
-    """What would stop step 1 only after the original model's training (hours for the CIFAR presets), checked
-    before it: the clip bank's package, words file and weights (``ConceptError``, one line)."""
+    """What would stop the method only after the original model's training (hours for the CIFAR presets),
+    checked before it: the clip bank's package, words file and weights (``ConceptError``), and the concepts
+    ``concept_poison_concept`` / ``concept_poison_donor_concept`` name (``ConfigError``); one line each."""
+    names = bank_names(cfg)
+    for key in ("concept_poison_concept", "concept_poison_donor_concept"):
+        if getattr(cfg, key):
+            named_concept(names, key, getattr(cfg, key), cfg.concept_bank)
     if cfg.concept_bank == "clip":
         from concepts.clip_bank import check_clip_bank
         check_clip_bank(cfg.dataset, cfg.concept_clip_model, cfg.concept_clip_pretrained, cfg.concept_words)
@@ -187,7 +215,16 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     head, margins = fit_head(bank, task, rows, data.num_classes, cfg.concept_pcbm_lam)
     in_class = (train.labels[rows] == c).cpu()
     ranked = rank_concepts(head.linear, c, cfg.concept_poison_rank, margins[in_class], cfg.concept_poison_ig_steps)
-    donor, rule, via = choose_donor(head.weight, c, ranked, cfg.concept_poison_top_k, cfg.concept_poison_donor_rule)
+    if cfg.concept_poison_concept:  # a hand-picked case's concept goes first
+        first = named_concept(bank.names, "concept_poison_concept", cfg.concept_poison_concept, bank.kind)
+        ranked = [first] + [j for j in ranked if j != first]
+    if cfg.concept_poison_donor >= 0:  # a hand-picked donor; its patch is cut at its own top concept unless named
+        donor, rule, via = cfg.concept_poison_donor, "given", int(head.weight[cfg.concept_poison_donor].argmax())
+    else:
+        donor, rule, via = choose_donor(head.weight, c, ranked, cfg.concept_poison_top_k,
+                                        cfg.concept_poison_donor_rule)
+    if cfg.concept_poison_donor_concept:
+        via = named_concept(bank.names, "concept_poison_donor_concept", cfg.concept_poison_donor_concept, bank.kind)
     top = ranked[:max(cfg.concept_poison_top_k, cfg.concept_poison_top_m)]
 
     forget = split.forget.unique().to(device)  # forget_repeat tiles D_f (CaMU's D_s); each row is poisoned once
@@ -275,4 +312,4 @@ SEARCH_SPACE: dict[str, Param] = {
     "concept_poison_epochs": integer(1, 30),
 }
 
-__all__ = ["SEARCH_SPACE", "build_bank", "fine_tune", "preflight", "row_metrics", "unlearn"]
+__all__ = ["SEARCH_SPACE", "bank_names", "build_bank", "fine_tune", "preflight", "row_metrics", "unlearn"]
