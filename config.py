@@ -336,6 +336,9 @@ class Config:
         return asdict(self)
 
 
+_DEFAULTS = Config().to_dict()
+
+
 class ConfigError(ValueError):
     """A bad setting; the message is one line naming the key and what is allowed."""
 
@@ -647,6 +650,12 @@ WHERE_KEYS = ("seeds", "run_name", "out_dir", "data_root", "download", "verify_d
               "slurm_partition", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem_gb", "slurm_timeout_min",
               "slurm_array_parallelism", "slurm_additional", "submitit_cluster")
 CAMU_KEYS = ("unlearn_epochs", "rep_lr", "out_lr")  # CaMU's own keys without the camu_ prefix
+
+
+def recorded(stored: dict[str, Any], key: str) -> Any:
+    """A stored config's (a cell's, a study's scope) value of ``key``. A key it lacks was added since, and keys
+    are added with the default that does what the code did before: the stored run used that default."""
+    return stored[key] if key in stored else _DEFAULTS.get(key)
 
 
 def key_owner(key: str) -> str | None:

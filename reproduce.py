@@ -42,6 +42,7 @@ from config import (
     help_text,
     key_owner,
     parse_args,
+    recorded,
     scenario_settings,
     tuned_on_warning,
     wants_help,
@@ -232,9 +233,6 @@ def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
     return cfg.tuned and (stored.get("config") or {}).get("tuned_sha256") != cfg.tuned_sha256
 
 
-DEFAULTS = Config().to_dict()
-
-
 def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[str] | None = None) -> list[str]:
     """``key stored -> current`` for each key of ``keys`` (default: the stored ones) with another value.
 
@@ -243,15 +241,12 @@ def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[s
     ``concept_poison_variant`` is the simple variant's). A file key compares the places named: a
     SLURM launch names the words file by its absolute path.
     """
-    def before(k: str) -> Any:
-        return stored[k] if k in stored else DEFAULTS[k]
-
     def same(k: str) -> bool:
-        if k == "concept_words" and isinstance(before(k), str) and isinstance(current[k], str):
-            return _absolute(before(k)) == _absolute(current[k])
-        return before(k) == current[k]
-    compared = [k for k in sorted(stored if keys is None else keys) if k in current and (k in stored or k in DEFAULTS)]
-    return [f"{k} {before(k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
+        if k == "concept_words" and isinstance(recorded(stored, k), str) and isinstance(current[k], str):
+            return _absolute(recorded(stored, k)) == _absolute(current[k])
+        return recorded(stored, k) == current[k]
+    compared = [k for k in sorted(stored if keys is None else keys) if k in current]
+    return [f"{k} {recorded(stored, k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
             for k in compared if not same(k)]
 
 

@@ -41,6 +41,7 @@ from config import (
     parse_args,
     provenance,
     read_yaml,
+    recorded,
     tuned_against,
     tuned_path,
     unwritable_folder,
@@ -248,8 +249,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     stored = study.user_attrs.get("scope")
     if stored is None:
         study.set_user_attr("scope", scope)
-    elif stored != scope:
-        changed = sorted(k for k in set(stored) | set(scope) if stored.get(k) != scope.get(k))
+    elif changed := sorted(k for k in set(stored) | set(scope) if recorded(stored, k) != scope.get(k)):
         raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
                           "use another out_dir or the same settings")
     if "tune_seeds" not in study.user_attrs:
@@ -289,7 +289,7 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
         raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
                           f"not {list(opts.tune_seeds)}")
     scope = study_scope(cfg)
-    changed = sorted(k for k in stored if stored[k] != scope.get(k))  # keys added since keep their old behaviour
+    changed = sorted(k for k in set(stored) | set(scope) if recorded(stored, k) != scope.get(k)) if stored else []
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
     import optuna

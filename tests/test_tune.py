@@ -674,3 +674,25 @@ def test_an_unreadable_study_summary_is_left_out_of_the_tables(tmp_path: Path,
     (tmp_path / "mnist-class-ssd.json").write_text(json.dumps(good))
     assert list(load_studies(tmp_path)) == [("mnist", "class", "ssd")]
     assert "mnist-class-camu.json is not a readable study summary" in capsys.readouterr().err
+
+
+def test_a_study_from_before_a_key_was_added_continues(tmp_path: Path) -> None:
+    """A study's scope lacks the keys added since it began (the committed studies predate
+    concept_poison_variant, ..._locate, ..._donor): they count as their defaults, so the study continues, in its
+    database and from its summary; a key set otherwise is still refused."""
+    cfg = parse_args(["--method=neggrad", f"--out_dir={tmp_path}", "--mia_attacks="])
+    opts = tune.TuneOptions(tune_seeds=(100, 101))
+    old = {k: v for k, v in tune.study_scope(cfg).items() if not k.startswith("concept_poison_")}
+    study = tune.open_study(cfg, opts)
+    study.set_user_attr("scope", old)  # as a study begun before those keys
+    assert tune.open_study(cfg, opts).user_attrs["scope"] == old
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"study": "mnist-class-neggrad", "tune_seeds": [100, 101], "scope": old,
+                                   "trials": []}))
+    tune.read_summary(cfg, tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(summary)))
+    other = parse_args(["--method=neggrad", f"--out_dir={tmp_path}", "--mia_attacks=",
+                        "--concept_poison_variant=release"])
+    with pytest.raises(ConfigError, match=r"was run with other settings \(concept_poison_variant\)"):
+        tune.open_study(other, opts)
+    with pytest.raises(ConfigError, match=r"from_summary: .* other settings \(concept_poison_variant\)"):
+        tune.read_summary(other, tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(summary)))
