@@ -319,41 +319,49 @@ def cell_jobs(plan: Plan) -> list[CellJob]:
                     file_state(c.path(plan.out_dir))) for c in pending]
 
 
-def preflight_failures(jobs: list[CellJob]) -> dict[tuple[str, str, str], Exception]:
-    """Per (dataset, scenario, method) of ``jobs`` whose method's pre-training check (``unlearn.PREFLIGHT``:
-    the clip bank's package, words and weights) fails, the one-line error its cells would end with."""
-    failed: dict[tuple[str, str, str], Exception] = {}
+def preflight_failures(jobs: list[CellJob]) -> dict[tuple[str, str, str], ConceptError]:
+    """Per (dataset, scenario, method) of ``jobs`` whose method cannot run here (``unlearn.PREFLIGHT``: the
+    clip bank's package, words file or weights), the one-line error its cells would end with. A setting
+    that is wrong anywhere (a concept the bank lacks) raises its ConfigError instead."""
+    failed: dict[tuple[str, str, str], ConceptError] = {}
     checked: set[tuple[str, str, str]] = set()
     for job in jobs:
-        key = (job.cfg.dataset, job.cfg.scenario, job.cfg.method)
+        key = _scenario_method(job)
         if key in checked or (check := PREFLIGHT.get(job.cfg.method)) is None:
             continue
         checked.add(key)
         try:
             check(job.cfg)
-        except (ConceptError, ConfigError) as exc:
+        except ConceptError as exc:
             failed[key] = exc
     return failed
+
+
+def _scenario_method(job: CellJob) -> tuple[str, str, str]:
+    return job.cfg.dataset, job.cfg.scenario, job.cfg.method
 
 
 def sweep(plan: Plan, log: Any = print, options: LaunchOptions | None = None) -> launch.Outcome:
     """Compute every missing cell of the grid with the chosen launcher (default: in this process).
 
-    Cells whose method cannot run here (``preflight_failures``) are said before any model is trained:
-    if no other cell is left, the sweep stops there; otherwise the others run and those cells fail."""
+    Cells whose method cannot run here (``preflight_failures``) are said before any model is trained
+    and left out (no model is trained for them), and the outcome lists them as failed; if no other
+    cell is left, the sweep stops there in one line."""
     jobs = cell_jobs(plan)
     failing = preflight_failures(jobs)
-    doomed = [job for job in jobs if (job.cfg.dataset, job.cfg.scenario, job.cfg.method) in failing]
+    doomed = [job for job in jobs if _scenario_method(job) in failing]
     if doomed and len(doomed) == len(jobs):
         raise next(iter(failing.values()))
     for (d, s, m), exc in failing.items():
-        count = sum((job.cfg.dataset, job.cfg.scenario, job.cfg.method) == (d, s, m) for job in doomed)
-        log(f"warning: the {count} {d}-{s} {m} cells will fail, the other cells run: {exc}")
+        count = sum(_scenario_method(job) == (d, s, m) for job in doomed)
+        log(f"warning: {count} {d}-{s} {m} cells cannot run here and are left out, the other cells run: {exc}")
+    runnable = [job for job in jobs if _scenario_method(job) not in failing]
     total = len(plan.cells())
-    log(f"{total} cells: {total - len(jobs)} stored, {len(jobs)} to compute -> {plan.out_dir}")
-    outcome = launch.run(jobs, options or LaunchOptions(), plan.out_dir, log)
+    log(f"{total} cells: {total - len(jobs)} stored, {len(runnable)} to compute -> {plan.out_dir}")
+    outcome = launch.run(runnable, options or LaunchOptions(), plan.out_dir, log)
+    outcome.failures[:0] = [f"{job.label}: {failing[_scenario_method(job)]}" for job in doomed]
     if outcome.finished and not outcome.failures:  # a cell another live run holds the lock of is left to it
-        held = [job.label for job in jobs if not job.path.exists()]
+        held = [job.label for job in runnable if not job.path.exists()]
         if held:
             log(f"{len(held)} cells left to another run that holds their locks (rerun once it ends): "
                 + ", ".join(held))

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from concepts import ConceptError
-from config import Config
+from config import Config, ConfigError
 from data import DataError, Dataset, load_dataset
 from launch.jobs import CellJob, ModelJob, file_state
 from main import resolve_device, run_seed, split_for_seed
@@ -148,7 +148,8 @@ def attempt(job: Job, res: Resources) -> str | None:
             compute_cell(job, res)
     except DataError:
         raise
-    except (ConceptError, DownloadError) as exc:  # a missing package, file or weights: its message says it all
+    except (ConceptError, ConfigError, DownloadError) as exc:  # a missing package, file or weights, or a setting
+        # found wrong only at work: its message says it all
         print(f"{job.label}: {exc}", file=sys.stderr)
         return f"{job.label}: {exc}"
     except Exception as exc:  # one bad item must not stop the others; the run reports it

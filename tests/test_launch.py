@@ -438,9 +438,10 @@ def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(da
     missing = tmp_path / "missing.txt"
     assert f"failed: mnist-class concept_poison seed 0: concept_words file {missing} cannot be read" in err
     assert sorted(_cells(out)) == ["finetune-seed0.json"]
-    warning = (f"warning: the 1 mnist-class concept_poison cells will fail, the other cells run: concept_words file "
-               f"{missing} cannot be read")
-    assert said.out.index(warning) < said.out.index("2 cells: 0 stored, 2 to compute")  # said before any training
+    warning = (f"warning: 1 mnist-class concept_poison cells cannot run here and are left out, the other cells run: "
+               f"concept_words file {missing} cannot be read")
+    assert said.out.index(warning) < said.out.index("2 cells: 0 stored, 1 to compute")  # said before any training
+    assert "Traceback" not in err and err.count(f"{missing} cannot be read") == 1  # only the closing failed: line
 
 
 def test_a_sweep_whose_every_cell_would_fail_stops_before_training(data_root, tmp_path, capsys):
@@ -453,6 +454,17 @@ def test_a_sweep_whose_every_cell_would_fail_stops_before_training(data_root, tm
     assert status == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: concept_words file {tmp_path / 'missing.txt'} cannot be read") and "\n" not in err
+    assert not (out / "checkpoints").exists() and not _cells(out)
+
+
+def test_a_concept_the_bank_lacks_stops_a_mixed_sweep_as_a_config_error(data_root, tmp_path, capsys):
+    """Wrong on any machine, unlike a missing words file: one line, exit 2, before any model or cell."""
+    out = tmp_path / "sweep"
+    status = reproduce.main([*GRID, "--methods=concept_poison,finetune", "--seeds=0", "--compare_retrain=false",
+                             "--concept_poison_concept=antler", f"--data_root={data_root}", f"--out_dir={out}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("config error: concept_poison_concept: 'antler' is not a concept of the "
+                                          "cav bank") and "\n" not in err
     assert not (out / "checkpoints").exists() and not _cells(out)
 
 
