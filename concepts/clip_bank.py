@@ -144,6 +144,8 @@ def read_words(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise ConceptError(f"concept_words file {path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConceptError(f"concept_words file {path} is not UTF-8 text (byte {err.start})") from None
     words = [line.split("#", 1)[0].strip() for line in lines]
     return list(dict.fromkeys(w for w in words if w))
 

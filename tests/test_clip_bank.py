@@ -135,6 +135,10 @@ def test_bad_inputs_raise_concept_error(tmp_path):
         build_clip_bank("mnist", "RN50", "", str(empty))
     with pytest.raises(ConceptError, match="cannot be read"):
         build_clip_bank("mnist", "RN50", "", str(tmp_path / "missing.txt"))
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConceptError, match="latin1.txt is not UTF-8 text"):
+        concept_words("mnist", str(latin))
     with pytest.raises(ConceptError, match="no-such-net"):
         build_clip_bank("mnist", "no-such-net", "")
     with pytest.raises(ConceptError, match="'no-such-tag'.*openai"):
