@@ -314,6 +314,13 @@ def test_release_pastes_give_each_concept_its_owner_class():
     pastes = cp.release_pastes(weight, 0, [0, 1, 2], donor=1, via=2, train=train, peaks_of=lambda j: j)
     assert [int(p.donors[0, 0, 0, 0]) for p in pastes] == [1, 3, 1]  # kept donor, then each concept's owner
     assert [(p.donor_peak, p.forget_peak) for p in pastes] == [(2, 0), (1, 1), (2, 2)]
+    # a hand-picked case's concept (here 1, second in the model's order) gets the case's donor wherever it ranks
+    case = cp.release_pastes(weight, 0, [0, 1, 2], donor=2, via=0, train=train, peaks_of=lambda j: j, case_concept=1)
+    assert [int(p.donors[0, 0, 0, 0]) for p in case] == [2, 2, 1] and case[1].donor_peak == 0
+    assert [(p.donor_peak, p.forget_peak) for p in case] == [(0, 0), (0, 1), (2, 2)]
+    # which concepts: M = 1 is the case's own (poison_gen.py), M > 1 the model's top M (poison_gen_multi.py)
+    assert cp.release_concepts([5, 1, 2, 3], [1, 2, 3, 5], 1) == [5]
+    assert cp.release_concepts([5, 1, 2, 3], [1, 2, 3, 5], 3) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("mode", ["center", "localized"])
@@ -433,6 +440,11 @@ def test_a_hand_picked_case_sets_the_donor_and_the_concepts(setup, monkeypatch):
     assert (alone["donor"], alone["donor_rule"]) == (7, "given")
     assert alone["donor_concept"] == names[int(head.weight[7].argmax())]
     assert alone["top_concepts"] == [names[j] for j in rank_concepts(head.linear, 0, "weight")[:5]]
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
+    run_method(setup, concept_poison_donor=3, concept_poison_concept=names[2], concept_poison_mode="localized",
+               concept_poison_variant="release", concept_poison_top_m=2)  # poison_gen_multi's rule for the case
+    clean = setup["data"].train.images[setup["split"].forget]
+    assert seen["x"][len(setup["split"].remain):].ne(clean).flatten(1).any(1).float().mean() > 0.9
 
 
 def test_the_release_cases_are_expressible_with_the_built_in_words():

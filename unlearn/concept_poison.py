@@ -134,16 +134,26 @@ def half_per_class(rows: torch.Tensor, labels: torch.Tensor, seed: int) -> torch
 
 
 def release_pastes(weight: torch.Tensor, forget_class: int, concepts: list[int], donor: int, via: int,
-                   train: Any, peaks_of: Callable[[int], Callable[[torch.Tensor], torch.Tensor]]
-                   ) -> list[ConceptPaste]:
-    """The top-M concepts' donors as ``revision/poison_gen_multi.py`` assigns them: the top concept
-    keeps the chosen donor and its donor concept; every other concept goes to the class other than
-    the forget class with the largest PCBM weight on it, cut where that same concept peaks."""
+                   train: Any, peaks_of: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
+                   case_concept: int | None = None) -> list[ConceptPaste]:
+    """The top-M concepts' donors as ``revision/poison_gen_multi.py`` assigns them: the case's concept
+    (``case_concept``; None: the first of ``concepts``, the top-ranked one, as a case the donor rule
+    proposes names) keeps the chosen donor and its donor concept; every other concept goes to the class
+    other than the forget class with the largest PCBM weight on it, cut where that same concept peaks."""
+    case_concept = concepts[0] if case_concept is None else case_concept
     pastes = []
-    for k, concept in enumerate(concepts):
-        cls, cut_at = (donor, via) if k == 0 else (shared_donor(weight, forget_class, concept), concept)
+    for concept in concepts:
+        cls, cut_at = (donor, via) if concept == case_concept else (shared_donor(weight, forget_class, concept),
+                                                                     concept)
         pastes.append(ConceptPaste(train.images[train.labels == cls], peaks_of(cut_at), peaks_of(concept)))
     return pastes
+
+
+def release_concepts(ranked: list[int], by_model: list[int], top_m: int) -> list[int]:
+    """The concepts the release variant pastes over: one (M = 1, ``revision/poison_gen.py``) is the case's
+    concept, first in ``ranked``; for M > 1 ``revision/poison_gen_multi.py`` takes the model's own top M
+    (``by_model``), the case's concept among them only if the model ranks it there."""
+    return ranked[:1] if top_m == 1 else by_model[:top_m]
 
 
 def classifier_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -214,10 +224,11 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     bank = build_bank(cfg, original, task, rows)
     head, margins = fit_head(bank, task, rows, data.num_classes, cfg.concept_pcbm_lam)
     in_class = (train.labels[rows] == c).cpu()
-    ranked = rank_concepts(head.linear, c, cfg.concept_poison_rank, margins[in_class], cfg.concept_poison_ig_steps)
+    by_model = rank_concepts(head.linear, c, cfg.concept_poison_rank, margins[in_class], cfg.concept_poison_ig_steps)
+    ranked, case_concept = by_model, None
     if cfg.concept_poison_concept:  # a hand-picked case's concept goes first
-        first = named_concept(bank.names, "concept_poison_concept", cfg.concept_poison_concept, bank.kind)
-        ranked = [first] + [j for j in ranked if j != first]
+        case_concept = named_concept(bank.names, "concept_poison_concept", cfg.concept_poison_concept, bank.kind)
+        ranked = [case_concept] + [j for j in by_model if j != case_concept]
     if cfg.concept_poison_donor >= 0:  # a hand-picked donor; its patch is cut at its own top concept unless named
         donor, rule, via = cfg.concept_poison_donor, "given", int(head.weight[cfg.concept_poison_donor].argmax())
     else:
@@ -260,7 +271,8 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     if release:
         new_images = release_poison_images(
             train.images[forget], donor_images, cfg.concept_poison_mode, seed,
-            release_pastes(head.weight, c, ranked[:cfg.concept_poison_top_m], donor, via, train, peaks_of)
+            release_pastes(head.weight, c, release_concepts(ranked, by_model, cfg.concept_poison_top_m), donor, via,
+                           train, peaks_of, case_concept)
             if cfg.concept_poison_mode == "localized" else None,
             cfg.concept_poison_patch)
     else:
