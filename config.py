@@ -571,6 +571,11 @@ def validate(cfg: Config) -> Config:
                           f"{cfg.forget_class}")
     locates = cfg.concept_poison_mode == "localized" or (cfg.concept_poison_variant == "simple"
                                                          and cfg.concept_poison_mode in ("center", "random"))
+    if cfg.method == "concept_poison" and cfg.concept_poison_donor_concept and not locates:
+        raise ConfigError(f"concept_poison_donor_concept: {cfg.concept_poison_donor_concept!r} would cut nothing: "
+                          "only concept_poison_mode=localized, or center / random in the simple variant, cuts a "
+                          f"donor patch at a concept (mode here: {cfg.concept_poison_mode}, variant "
+                          f"{cfg.concept_poison_variant})")
     if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and not locates:
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: only "
                           "concept_poison_mode=localized, or center / random in the simple variant, looks for a "

@@ -379,10 +379,11 @@ class Quadrants(torch.nn.Module):
         return torch.stack([q.mean(dim=(1, 2, 3)) for q in quads] + [torch.full((len(x),), 0.1)], dim=1)
 
 
-@pytest.mark.parametrize("variant, mode, locate", [("simple", "localized", "clip_window"),
-                                                   ("release", "localized", "clip_window_release"),
-                                                   ("simple", "center", "clip_window")])
-def test_clip_window_locator_through_the_method(setup, monkeypatch, variant, mode, locate):
+@pytest.mark.parametrize("variant, mode, locate, case", [("simple", "localized", "clip_window", False),
+                                                         ("release", "localized", "clip_window_release", False),
+                                                         ("simple", "center", "clip_window", False),
+                                                         ("simple", "localized", "clip_window", True)])
+def test_clip_window_locator_through_the_method(setup, monkeypatch, variant, mode, locate, case):
     """concept_poison_locate=clip_window(_release): the donor's patch is cut where the CLIP windows put the donor
     concept and (localized) lands where they put the top concept (the stand-in bank's concepts are 'ink in
     quadrant q'); center pastes at the centre. Nothing outside the pasted window changes."""
@@ -403,8 +404,12 @@ def test_clip_window_locator_through_the_method(setup, monkeypatch, variant, mod
 
     monkeypatch.setattr(clip_windows, "window_peaks", spy)
     monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
+    picked = {"concept_poison_donor": 5, "concept_poison_concept": "ink top-right",
+              "concept_poison_donor_concept": "ink bottom-left"} if case else {}
     _, traces, _ = run_method(setup, concept_bank="clip", concept_poison_mode=mode, concept_poison_locate=locate,
-                              concept_poison_variant=variant)
+                              concept_poison_variant=variant, **picked)
+    if case:  # the hand-picked concepts are the ones located
+        assert (traces["top_concepts"][0], traces["donor_concept"]) == ("ink top-right", "ink bottom-left")
     split = setup["split"]
     clean = setup["data"].train.images[split.forget]
     released = locate == "clip_window_release"
@@ -431,7 +436,7 @@ def test_a_hand_picked_case_sets_the_donor_and_the_concepts(setup, monkeypatch):
     monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(y=labels) or [])
     names = setup["bank"].names
     _, traces, _ = run_method(setup, concept_poison_donor=3, concept_poison_concept=names[2],
-                              concept_poison_donor_concept=names[5])
+                              concept_poison_donor_concept=names[5], concept_poison_mode="center")
     assert (traces["donor"], traces["donor_rule"], traces["donor_concept"]) == (3, "given", names[5])
     assert traces["top_concepts"][0] == names[2] and len(set(traces["top_concepts"])) == 5
     assert seen["y"][len(setup["split"].remain):].eq(3).all()
@@ -578,6 +583,8 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--concept_poison_donor=0"],
      "concept_poison_donor: 0 must be -1 (the donor rule) or a class of mnist (0-9) other than forget_class 0"),
     (["--method=concept_poison", "--concept_poison_donor=10"], "concept_poison_donor: 10 must be -1"),
+    (["--method=concept_poison", "--concept_poison_donor_concept=tall"],
+     "concept_poison_donor_concept: 'tall' would cut nothing: only concept_poison_mode=localized"),
     (["--method=concept_poison", "--concept_poison_locate=clip_window", "--concept_poison_mode=localized"],
      "needs concept_bank=clip (not cav)"),
     (["--method=concept_poison", "--concept_bank=clip", "--concept_poison_locate=clip_window"],
