@@ -462,13 +462,14 @@ def test_the_release_cases_are_expressible_with_the_built_in_words():
         assert {case.concept, case.donor_concept} <= set(WORDS[dataset]), case
         cfg = parse_args([f"configs/{dataset}_concept.yaml", f"--forget_class={forget}",
                           f"--concept_poison_donor={case.donor}", f"--concept_poison_concept={case.concept}",
-                          f"--concept_poison_donor_concept={case.donor_concept}"])
+                          f"--concept_poison_donor_concept={case.donor_concept}", "--concept_poison_mode=localized",
+                          "--concept_poison_locate=clip_window_release"])
         assert cfg.concept_poison_donor == case.donor != forget
 
 
 @pytest.mark.parametrize("keys, says", [
     (["--concept_poison_concept=antler"], "concept_poison_concept: 'antler' is not a concept of the cav bank (loops, "),
-    (["--concept_bank=nmf", "--concept_poison_donor_concept=nmf_12"],
+    (["--concept_bank=nmf", "--concept_poison_donor_concept=nmf_12", "--concept_poison_mode=localized"],
      "concept_poison_donor_concept: 'nmf_12' is not a concept of the nmf bank (nmf_0, "),
 ])
 def test_a_concept_the_bank_lacks_stops_before_training(data_root, tmp_path, capsys, keys, says):
