@@ -569,6 +569,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"concept_poison_donor: {cfg.concept_poison_donor} must be -1 (the donor rule) or a "
                           f"class of {cfg.dataset} (0-{cfg.num_classes - 1}) other than forget_class "
                           f"{cfg.forget_class}")
+    given_donor = cfg.concept_poison_donor >= 0
+    if cfg.method == "concept_poison" and given_donor and cfg.concept_poison_donor_rule != "confusion":
+        raise ConfigError(f"concept_poison_donor_rule: {cfg.concept_poison_donor_rule} would pick nothing: "
+                          f"concept_poison_donor {cfg.concept_poison_donor} names the donor")
     locates = cfg.concept_poison_mode == "localized" or (cfg.concept_poison_variant == "simple"
                                                          and cfg.concept_poison_mode in ("center", "random"))
     if cfg.method == "concept_poison" and cfg.concept_poison_donor_concept and not locates:

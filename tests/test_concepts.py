@@ -585,6 +585,8 @@ def test_registered_with_a_search_space():
     (["--method=concept_poison", "--concept_poison_donor=0"],
      "concept_poison_donor: 0 must be -1 (the donor rule) or a class of mnist (0-9) other than forget_class 0"),
     (["--method=concept_poison", "--concept_poison_donor=10"], "concept_poison_donor: 10 must be -1"),
+    (["--method=concept_poison", "--concept_poison_donor=3", "--concept_poison_donor_rule=shared"],
+     "concept_poison_donor_rule: shared would pick nothing: concept_poison_donor 3 names the donor"),
     (["--method=concept_poison", "--concept_poison_donor_concept=tall"],
      "concept_poison_donor_concept: 'tall' would cut nothing: only concept_poison_mode=localized"),
     (["--method=concept_poison", "--concept_poison_locate=clip_window", "--concept_poison_mode=localized"],
