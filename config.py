@@ -559,35 +559,8 @@ def validate(cfg: Config) -> Config:
     for key, names in CONCEPT_CHOICES.items():
         if getattr(cfg, key) not in names:
             raise ConfigError(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(names)}")
-    if cfg.method == "concept_poison" and cfg.scenario != "class":
-        raise ConfigError("method: concept_poison unlearns a class; use scenario=class")
-    if cfg.method == "concept_poison" and cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
-        raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
-                          f"{cfg.dataset} use clip (the paper's) or nmf")
-    if cfg.method == "concept_poison" and (cfg.concept_poison_donor == cfg.forget_class
-                                           or not -1 <= cfg.concept_poison_donor < cfg.num_classes):
-        raise ConfigError(f"concept_poison_donor: {cfg.concept_poison_donor} must be -1 (the donor rule) or a "
-                          f"class of {cfg.dataset} (0-{cfg.num_classes - 1}) other than forget_class "
-                          f"{cfg.forget_class}")
-    given_donor = cfg.concept_poison_donor >= 0
-    if cfg.method == "concept_poison" and given_donor and cfg.concept_poison_donor_rule != "confusion":
-        raise ConfigError(f"concept_poison_donor_rule: {cfg.concept_poison_donor_rule} would pick nothing: "
-                          f"concept_poison_donor {cfg.concept_poison_donor} names the donor")
-    locates = cfg.concept_poison_mode == "localized" or (cfg.concept_poison_variant == "simple"
-                                                         and cfg.concept_poison_mode in ("center", "random"))
-    if cfg.method == "concept_poison" and cfg.concept_poison_donor_concept and not locates:
-        raise ConfigError(f"concept_poison_donor_concept: {cfg.concept_poison_donor_concept!r} would cut nothing: "
-                          "only concept_poison_mode=localized, or center / random in the simple variant, cuts a "
-                          f"donor patch at a concept (mode here: {cfg.concept_poison_mode}, variant "
-                          f"{cfg.concept_poison_variant})")
-    if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and not locates:
-        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: only "
-                          "concept_poison_mode=localized, or center / random in the simple variant, looks for a "
-                          f"concept (mode here: {cfg.concept_poison_mode}, variant {cfg.concept_poison_variant})")
-    if cfg.method == "concept_poison" and cfg.concept_poison_locate != "ig" and cfg.concept_bank != "clip":
-        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
-                          f"with a concept word's text vector, so it needs concept_bank=clip (not "
-                          f"{cfg.concept_bank}); or use ig")
+    if cfg.method == "concept_poison":
+        _check_concept_method(cfg)
     for key in ("concept_examples", "concept_nmf_components", "concept_poison_top_k", "concept_poison_top_m",
                 "concept_poison_ig_steps", "concept_poison_epochs"):
         if getattr(cfg, key) < 1:
@@ -634,6 +607,37 @@ _KEY_RANGES = {"bad_teacher_retain_fraction": (lambda v: 0 <= v <= 1, "must lie 
                "ulira_epochs": (lambda v: v >= 1, "must be at least 1"),
                **{f"{m}_{kind}stop_acc": (lambda v: v <= 100, "must be at most 100 (a percentage; negative: off)")
                   for m in ("neggrad", "neggrad_plus") for kind in ("", "random_")}}
+
+
+def _check_concept_method(cfg: Config) -> None:
+    """The concept method's settings that contradict each other or would do nothing (ranges of its keys are
+    checked for every method, as the other methods' are)."""
+    if cfg.scenario != "class":
+        raise ConfigError("method: concept_poison unlearns a class; use scenario=class")
+    if cfg.concept_bank == "cav" and cfg.dataset.startswith("cifar"):
+        raise ConfigError("concept_bank: cav scores its concept examples from MNIST-style pixels; on "
+                          f"{cfg.dataset} use clip (the paper's) or nmf")
+    donor = cfg.concept_poison_donor
+    if donor == cfg.forget_class or not -1 <= donor < cfg.num_classes:
+        raise ConfigError(f"concept_poison_donor: {donor} must be -1 (the donor rule) or a class of {cfg.dataset} "
+                          f"(0-{cfg.num_classes - 1}) other than forget_class {cfg.forget_class}")
+    if donor >= 0 and cfg.concept_poison_donor_rule != "confusion":
+        raise ConfigError(f"concept_poison_donor_rule: {cfg.concept_poison_donor_rule} would pick nothing: "
+                          f"concept_poison_donor {donor} names the donor")
+    mode, variant = cfg.concept_poison_mode, cfg.concept_poison_variant
+    if not (mode == "localized" or variant == "simple" and mode in ("center", "random")):  # nothing is located
+        only = "only concept_poison_mode=localized, or center / random in the simple variant,"
+        here = f"(mode here: {mode}, variant {variant})"
+        if cfg.concept_poison_donor_concept:
+            raise ConfigError(f"concept_poison_donor_concept: {cfg.concept_poison_donor_concept!r} would cut "
+                              f"nothing: {only} cuts a donor patch at a concept {here}")
+        if cfg.concept_poison_locate != "ig":
+            raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: {only} "
+                              f"looks for a concept {here}")
+    if cfg.concept_poison_locate != "ig" and cfg.concept_bank != "clip":
+        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
+                          f"with a concept word's text vector, so it needs concept_bank=clip (not "
+                          f"{cfg.concept_bank}); or use ig")
 
 
 def _check_key_kinds(cfg: Config) -> None:
