@@ -671,6 +671,11 @@ def recorded(stored: dict[str, Any], key: str) -> Any:
     return stored[key] if key in stored else _DEFAULTS.get(key)
 
 
+def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys of either config, sorted, whose ``recorded`` value in ``stored`` is not ``current``'s."""
+    return sorted(k for k in set(stored) | set(current) if recorded(stored, k) != current.get(k))
+
+
 def key_owner(key: str) -> str | None:
     """The method whose unlearning alone reads ``key`` (its prefix; CaMU's keys; the concept method's
     ``concept_*``), or None for a key every method of a scenario shares (data, split, original, evaluation)."""

@@ -36,12 +36,12 @@ from config import (
     Config,
     ConfigError,
     _shown_path,
+    changed_keys,
     check_keys,
     help_text,
     parse_args,
     provenance,
     read_yaml,
-    recorded,
     tuned_against,
     tuned_path,
     unwritable_folder,
@@ -249,7 +249,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     stored = study.user_attrs.get("scope")
     if stored is None:
         study.set_user_attr("scope", scope)
-    elif changed := sorted(k for k in set(stored) | set(scope) if recorded(stored, k) != scope.get(k)):
+    elif changed := changed_keys(stored, scope):
         raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
                           "use another out_dir or the same settings")
     if "tune_seeds" not in study.user_attrs:
@@ -289,7 +289,7 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
         raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
                           f"not {list(opts.tune_seeds)}")
     scope = study_scope(cfg)
-    changed = sorted(k for k in set(stored) | set(scope) if recorded(stored, k) != scope.get(k)) if stored else []
+    changed = changed_keys(stored, scope) if stored else []  # a summary without its scope is not checked
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
     import optuna
