@@ -279,6 +279,8 @@ class Config:
     concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag or a weights file ('' = random "
                                              "init, for tests only)")
     concept_words: str = opt("", "clip: file with one concept word per line (empty: the built-in list per dataset)")
+    concept_words_sha256: str = opt("", "filled when the config is read with concept_bank=clip: the SHA-256 of the "
+                                         "word list the bank reads (file or built-in), so a stored cell names it")
     concept_pcbm_lam: float = opt(1e-5, "PCBM head: elastic-net strength (post-hoc-cbm's --lam; larger = sparser)")
     concept_poison_rank: str = opt("weight", "rank the forget class's concepts by PCBM weight (the release) or by "
                                              "ig (Integrated Gradients of the PCBM head, the paper's wording)")
@@ -724,7 +726,8 @@ def _yaml_mapping(data: bytes, path: Path, what: str) -> dict[str, Any]:
     return values
 
 
-TUNED_FORBIDDEN = ("dataset", "scenario", "method", "tuned", "tuned_dir", "tuned_file", "tuned_sha256")
+TUNED_FORBIDDEN = ("dataset", "scenario", "method", "tuned", "tuned_dir", "tuned_file", "tuned_sha256",
+                   "concept_words_sha256")
 
 
 def tuned_path(cfg: Config) -> Path:
@@ -846,6 +849,8 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     probe = apply_overrides(cfg, overrides)
     if probe.tuned_file or probe.tuned_sha256:
         raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
+    if probe.concept_words_sha256:
+        raise ConfigError("concept_words_sha256: filled when reading a config with concept_bank=clip; do not set it")
     tune_seeds: tuple[int, ...] = ()
     if probe.tuned:
         cfg, tune_seeds = _layer_tuned(cfg, probe)
@@ -861,10 +866,27 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
-    cfg = validate(cfg)
+    cfg = validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg)))
     if echo and (warning := tuned_on_warning(cfg)):  # a slice study laid over a full run: allowed, never unsaid
         print(warning, file=sys.stderr)
     return cfg
+
+
+def words_sha256(cfg: Config) -> str:
+    """The SHA-256 of the concept words the clip bank of ``cfg`` will read, one per line as read (comments,
+    blanks and repeats dropped); '' for another bank or method, or when the list cannot be read (the method's
+    preflight then stops the run in one line). A stored cell keeps it, so an edited words file, or a
+    built-in list changed since, is a changed setting of the cell and not a silent reuse."""
+    if cfg.method != "concept_poison" or cfg.concept_bank != "clip":
+        return ""
+    from concepts import ConceptError
+    from concepts.clip_bank import concept_words
+
+    try:
+        words = concept_words(cfg.dataset, cfg.concept_words)
+    except ConceptError:
+        return ""
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
 
 
 def tune_seeds_in(text: str) -> tuple[int, ...]:

@@ -406,3 +406,28 @@ def test_help_and_config_errors_import_no_slow_dependency():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_clip_word_list_is_hashed_into_the_config(tmp_path):
+    """A stored cell keeps the hash of the words its clip bank read: an edited words file or a changed built-in
+    list is a changed setting, not a silent reuse. Comments, blanks and repeats do not change what is read."""
+    import hashlib
+
+    from concepts.clip_bank import WORDS
+
+    clip = ["--method=concept_poison", "--concept_bank=clip"]
+    words = tmp_path / "words.txt"
+    words.write_text("antler\nfur  # a comment\n\nantler\n")
+    cfg = parse_args([*clip, f"--concept_words={words}"])
+    assert cfg.concept_words_sha256 == hashlib.sha256(b"antler\nfur").hexdigest()
+    assert cfg.to_dict()["concept_words_sha256"] == cfg.concept_words_sha256
+    words.write_text("antler\nfur\nhoof\n")
+    assert parse_args([*clip, f"--concept_words={words}"]).concept_words_sha256 == \
+        hashlib.sha256(b"antler\nfur\nhoof").hexdigest()
+    assert parse_args(clip).concept_words_sha256 == \
+        hashlib.sha256("\n".join(WORDS["mnist"]).encode()).hexdigest()
+    assert parse_args(["--method=concept_poison"]).concept_words_sha256 == ""  # the cav bank reads no words
+    assert parse_args(["--method=camu", "--concept_bank=clip"]).concept_words_sha256 == ""
+    assert parse_args([*clip, f"--concept_words={tmp_path / 'none.txt'}"]).concept_words_sha256 == ""  # preflight
+    with pytest.raises(ConfigError, match="concept_words_sha256: filled when reading"):
+        parse_args([*clip, "--concept_words_sha256=abc"])

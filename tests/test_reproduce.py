@@ -160,6 +160,23 @@ def test_a_slurm_launch_names_a_stored_cells_words_file_by_its_place_not_its_spe
         reproduce.check_stored_settings(other, reproduce.grid_configs(other))
 
 
+def test_a_stored_clip_cell_is_refused_when_its_words_file_was_edited(tmp_path, monkeypatch):
+    """The words file's path is the same, its words are not: the stored cell's bank read other concepts."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "words.txt").write_text("stroke\nloop\n")
+    base = [*TINY, "--methods=concept_poison", "--seeds=0", "--out_dir=sweep", "--concept_bank=clip",
+            "--concept_words=words.txt"]
+    plan = reproduce.parse_plan(base)
+    (cell,) = plan.cells()
+    cfg = reproduce.cell_config(plan, cell.dataset, cell.scenario, cell.method)
+    cell.path(plan.out_dir).parent.mkdir(parents=True)
+    cell.path(plan.out_dir).write_text(json.dumps({**cell.header(), "row": {}, "config": cfg.to_dict()}))
+    reproduce.check_stored_settings(plan, reproduce.grid_configs(plan))
+    (tmp_path / "words.txt").write_text("stroke\nloop\ncurve\n")
+    with pytest.raises(reproduce.ConfigError, match=f"concept_words_sha256 '{cfg.concept_words_sha256}' -> '"):
+        reproduce.check_stored_settings(plan, reproduce.grid_configs(plan))
+
+
 def test_the_committed_results_folder_is_named_as_such_when_it_refuses_a_slice(capsys):
     """reproduce.py's default out_dir is the committed sweep: a first slice run was refused naming a cell
     of a method it did not ask for, without saying what the folder is."""
