@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.relearn import mean_series
-from report import DATASET_NAMES, TUNED, group_cells
+from report import DATASET_NAMES, TUNED, csv_field, group_cells
 from storage import write_bytes
 
 # Acc(D_r) - Acc(D_f) levels read from the paper's relearning figure (approximate, digitised;
@@ -43,7 +43,7 @@ def relearning_series(cells: list[dict[str, Any]], method_order: list[str] | tup
 def series_csv(by_method: dict[str, tuple[list[int], list[float], list[float], int]]) -> str:
     lines = ["method,step,gap_mean,gap_std,seeds"]
     for method, (steps, mean, std, n) in by_method.items():
-        lines += [f"{method},{s},{m!r},{repr(d) if n > 1 else ''},{n}"  # one seed: no spread to give
+        lines += [f"{csv_field(method)},{s},{m!r},{repr(d) if n > 1 else ''},{n}"  # one seed: no spread to give
                   for s, m, d in zip(steps, mean, std, strict=True)]
     return "\n".join(lines) + "\n"
 
@@ -75,6 +75,21 @@ def method_colours(methods: list[str] | tuple[str, ...]) -> dict[str, str]:
     return {m: families[m.split(" (")[0]] for m in methods}
 
 
+def line_styles(methods: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Solid for a method's published or tuned row; each ``--variant`` a dash pattern of its own, so variants of
+    one method (one colour, one panel) stay apart: ``concept_poison (full)`` beside ``concept_poison``."""
+    patterns: list[Any] = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]  # matplotlib linestyles
+    variants: dict[str, Any] = {}
+    styles: dict[str, Any] = {}
+    for method in methods:
+        base = method.removesuffix(TUNED)
+        variant = base[len(base.split(" (")[0]):]
+        if variant and variant not in variants:
+            variants[variant] = patterns[len(variants) % len(patterns)]
+        styles[method] = variants[variant] if variant else "-"
+    return styles
+
+
 def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], list[float], list[float], int]]
                ) -> bytes | None:
     """The figure as PNG bytes, or None without matplotlib."""
@@ -86,13 +101,14 @@ def series_png(scene: tuple[str, str], by_method: dict[str, tuple[list[int], lis
     except ImportError:
         return None
     panels = figure_panels(by_method)
-    colours = method_colours(list(by_method))
+    colours, styles = method_colours(list(by_method)), line_styles(list(by_method))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=120, sharey=True, squeeze=False)
     dataset, scenario = scene
     for ax, (subtitle, series) in zip(axes[0], panels, strict=True):
         for method, (steps, mean, std, n) in series.items():
             colour = colours[method]
-            ax.plot(steps, mean, marker="o", markersize=3, color=colour, label=f"{method} ({n} seeds)")
+            ax.plot(steps, mean, marker="o", markersize=3, color=colour, linestyle=styles[method],
+                    label=f"{method} ({n} seeds)")
             if n > 1:  # one seed has no spread: a band of width 0 would read as no variation
                 ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
                                 [m + d for m, d in zip(mean, std, strict=True)], color=colour, alpha=0.15)

@@ -112,11 +112,15 @@ def table_keys(scenario: str) -> tuple[str, ...]:
     return ("remain_acc", "forget_acc", "test_acc", *per_class, "mia", "unlearn_time_s")
 
 
+TUNED = " (tuned)"  # the row name suffix of a tuned method (``row_name``)
+
+
 def row_name(cell: dict[str, Any]) -> str:
-    """A table row's name: the method, with `` (tuned)`` when its stored config layered a tuned file and
-    `` (VARIANT)`` for a reproduce.py --variant cell."""
-    tags = [t for t in ("tuned" if (cell.get("config") or {}).get("tuned") else "", cell.get("variant") or "") if t]
-    return f"{cell['method']} ({', '.join(tags)})" if tags else cell["method"]
+    """A table row's name: the method, `` (VARIANT)`` for a reproduce.py --variant cell, then `` (tuned)`` when
+    its stored config layered a tuned file: a tuned variant's row pairs with the variant's published row, and
+    the name has no comma (it is a CSV field)."""
+    variant = f" ({cell['variant']})" if cell.get("variant") else ""
+    return cell["method"] + variant + (TUNED if (cell.get("config") or {}).get("tuned") else "")
 
 
 def group_cells(cells: list[dict[str, Any]], method_order: list[str] | tuple[str, ...] = ()
@@ -139,6 +143,11 @@ def group_cells(cells: list[dict[str, Any]], method_order: list[str] | tuple[str
     return out
 
 
+def csv_field(text: str) -> str:
+    """``text`` as one CSV field: quoted (inner quotes doubled) when it holds a comma, a quote or a line break."""
+    return f'"{text.replace(chr(34), 2 * chr(34))}"' if any(ch in text for ch in ',"\n\r') else text
+
+
 def _pm(mean: float | None, std: float | None, key: str, sep: str) -> str:
     return "-" if mean is None else f"{_fmt(mean, key)}{sep}{_fmt(std, key)}"
 
@@ -149,10 +158,10 @@ def scenario_table(by_method: dict[str, list[dict[str, Any]]], scenario: str, ki
     stats = {m: summarize(rows, keys) for m, rows in by_method.items()}
     if kind == "csv":
         head = ["method", "seeds"] + [f"{HEADERS[k]} {part}" for k in keys for part in ("mean", "std")]
-        lines = [",".join(f'"{h}"' if "," in h else h for h in head)]
+        lines = [",".join(csv_field(h) for h in head)]
         for m, (mean, std) in stats.items():
             values = ["" if x[k] is None else repr(float(x[k])) for k in keys for x in (mean, std)]
-            lines.append(",".join([m, str(len(by_method[m])), *values]))
+            lines.append(",".join([csv_field(m), str(len(by_method[m])), *values]))
         return "\n".join(lines) + "\n"
     if kind == "markdown":
         lines = ["| method | " + " | ".join(HEADERS[k] for k in keys) + " |",
@@ -216,6 +225,8 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str) -> str 
         if flat:
             mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
             name = f"{method} {OWN_REFERENCE}" if method in marked else method
+            if len(flat) < len(rows):  # seeds without a retrain cell have no gaps: say the row counts fewer
+                name += f" ({len(flat)} of {len(rows)} seeds)"
             with_reference = [r for r in rows if r.get("gap")]
             salun = json_safe(salun_avg_gap(summarize(with_reference)[0],
                                             summarize([r.get("retrain") or {} for r in with_reference])[0], scenario))
@@ -317,9 +328,6 @@ def load_studies(folder: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
         if {"dataset", "scenario", "method"} <= set(scope):
             out[(scope["dataset"], scope["scenario"], scope["method"])] = doc
     return out
-
-
-TUNED = " (tuned)"  # the row name suffix of a tuned method (``row_name``)
 
 
 def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scenario: str,

@@ -109,3 +109,37 @@ def test_rows_with_gaps_against_another_retrained_model_are_marked_and_null_gaps
     assert lines[-1].startswith(f"{OWN_REFERENCE} gaps against the retrained model")
     same = {**own, "row": {**own["row"], "retrain": dict(retrain["row"])}}
     assert OWN_REFERENCE not in gap_table(group_cells(fill_gaps([retrain, same]))[("mnist", "class")], "class")
+
+
+def test_a_gap_row_that_counts_fewer_seeds_than_its_method_says_so():
+    """Seeds without a retrain cell have no gaps: the gap row averaged the others without saying so, beside a
+    main-table row over every seed."""
+    from report import gap_table, group_cells
+
+    cells = []
+    for seed in range(3):
+        for method in ("retrain", "finetune") if seed < 2 else ("finetune",):
+            cell = _cell(method, 0, 0.01, 98.0)
+            cell["seed"] = cell["row"]["seed"] = seed
+            cells.append(cell)
+    by_method = group_cells(fill_gaps(cells))[("mnist", "class")]
+    assert len(by_method["finetune"]) == 3
+    names = [line.split("|")[1].strip() for line in gap_table(by_method, "class").splitlines()[2:]
+             if line.startswith("|")]
+    assert names == ["finetune (2 of 3 seeds)"]
+
+
+def test_a_tuned_variant_row_pairs_with_its_variant_and_stays_one_csv_field():
+    """`camu (tuned, fast)` split into two CSV fields and never met `camu (fast)` in the tuning table."""
+    import csv
+    import io
+
+    from report import row_name, scenario_table
+
+    published, tuned = _cell("camu", 0, 0.01, 98.0), _cell("camu", 0, 0.01, 97.0)
+    published["variant"] = tuned["variant"] = "fast"
+    tuned["config"] = {"tuned": True}
+    assert row_name(tuned) == "camu (fast) (tuned)" and row_name(published) == "camu (fast)"
+    text = scenario_table({"a, b": [published["row"]], row_name(tuned): [tuned["row"]]}, "class", "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [r[0] for r in rows[1:]] == ["a, b", "camu (fast) (tuned)"] and len({len(r) for r in rows}) == 1

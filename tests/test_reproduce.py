@@ -22,7 +22,7 @@ import reproduce
 from eval.accuracy import accuracy
 from eval.predict import predict
 from eval.relearn import mean_series, relearn
-from figures import PAPER_LEVELS, figure_panels, method_colours, write_relearning
+from figures import PAPER_LEVELS, figure_panels, line_styles, method_colours, write_relearning
 from main import split_for_seed
 from models import build_model
 from report import format_table, load_studies, scenario_table, write_tables
@@ -343,6 +343,9 @@ def test_tuned_relearning_series_get_their_own_panel_with_retrain_and_family_col
     assert colours["retrain"] == "black" and colours["ssd"] == colours["ssd (tuned)"] != colours["camu"]
     assert colours["camu"] == colours["camu (tuned)"]
     assert len({colours[m] for m in ("camu", "ssd", "scrub (tuned)")}) == 3
+    styles = line_styles(["camu", "camu (tuned)", "camu (full)", "camu (full) (tuned)", "ssd (full)", "ssd (keep)"])
+    assert styles["camu"] == styles["camu (tuned)"] == "-" and styles["camu (full)"] == styles["ssd (full)"] == \
+        styles["camu (full) (tuned)"] != styles["ssd (keep)"] != "-"
     from matplotlib.colors import to_hex  # every method family its own colour (tab:olive was C8, tab:cyan C9)
 
     from unlearn import METHODS
