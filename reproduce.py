@@ -60,6 +60,12 @@ PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling
 DEFAULT_GRID = {"datasets": ["mnist", "fashion_mnist", "cifar10", "cifar100"], "scenarios": list(SCENARIOS),
                 "methods": list(PAPER_METHODS), "seeds": [0, 1, 2, 3, 4]}
 GRID_KEYS = tuple(DEFAULT_GRID)
+# Row order of every table and figure, whatever --methods says: the paper's methods as its tables order
+# them, then the others in the order they joined the project. A fixed order makes the same cells give the
+# same files (a sweep of two methods into results/ rewrote the committed tables with their rows moved).
+TABLE_ORDER = (*PAPER_METHODS, "concept_poison", "ssd", "finetune", "neggrad_plus", "random_label",
+               "boundary_expand", "scrub", "salun")
+TABLE_ORDER += tuple(m for m in METHODS if m not in TABLE_ORDER)
 USAGE = """usage: python reproduce.py [--datasets=..] [--scenarios=..] [--methods=..] [--seeds=..] [--out_dir=results]
                           [--relearn=true] [--key=value ...]
        python reproduce.py --table-only [--out_dir=results] [grid filters]
@@ -372,20 +378,19 @@ def write_outputs(plan: Plan, log: Any = print, every_cell: bool = False) -> lis
     """Tables (Markdown, CSV, LaTeX) and relearning series (CSV, PNG) from the stored cells.
 
     ``every_cell`` (after a sweep): from every cell stored under ``out_dir``, so a sweep of some
-    methods (a variant, a method added later) does not drop the other methods' rows; the grid's
-    methods lead the order. Otherwise (``--table-only``) the grid options filter the cells. Either
+    methods (a variant, a method added later) does not drop the other methods' rows. Otherwise
+    (``--table-only``) the grid options filter the cells. Either
     way gaps come from every stored retrain cell, whether the filter keeps retrain rows or not,
     and a scenario's gap, tuning, concept or relearning file that this write does not produce
-    (its cells no longer have any) is removed rather than left from an earlier write.
+    (its cells no longer have any) is removed rather than left from an earlier write. Rows follow
+    ``TABLE_ORDER``, not the order of ``--methods``: the same cells give the same files.
     """
     every = stored_cells(plan.out_dir)
     cells = [c for c in fill_gaps(every) if every_cell or in_grid(c, plan)]
     if not cells:
         log(f"no stored cells under {plan.out_dir / 'cells'} for this grid")
         return []
-    method_order = list(plan.grid["methods"] or DEFAULT_GRID["methods"])
-    if every_cell:
-        method_order += [m for m in (*PAPER_METHODS, *METHODS) if m not in method_order]
+    method_order = list(TABLE_ORDER)
     folder = plan.out_dir / "tables"
     written = write_tables(cells, folder, method_order, load_studies(plan.out_dir / "tuning"))
     written += write_relearning(cells, folder, method_order, log)
