@@ -834,6 +834,8 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     """
     cfg = base if base is not None else Config()
     args = list(argv)
+    if args and args[0].startswith("-") and not args[0].startswith("--"):
+        raise ConfigError(f"argument {args[0]!r}: expected --key=value (two dashes) or a preset file")
     if args and not args[0].startswith("--"):
         preset = Path(args.pop(0))
         values = read_yaml(preset, "preset")

@@ -616,7 +616,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     }
     if not complete:
         write_json(database.with_suffix(".json"), summary)
-        log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed): no tuned file written")
+        log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed, {len(pruned)} pruned): no tuned file "
+            f"written; --trials counts every finished trial, so --trials={len(trials) + 1} runs one more")
         return None
     keeps_dt = [t for t in complete if test_drop_constraint(t)[0] <= 0]
     restored_numbers = [t.number for t in trials if "restored_from" in t.user_attrs]

@@ -696,3 +696,18 @@ def test_a_study_from_before_a_key_was_added_continues(tmp_path: Path) -> None:
         tune.open_study(other, opts)
     with pytest.raises(ConfigError, match=r"from_summary: .* other settings \(concept_poison_variant\)"):
         tune.read_summary(other, tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(summary)))
+
+
+def test_a_study_with_no_completed_trial_says_how_to_run_one_more(tmp_path: Path) -> None:
+    """Killed in its only trial and run again with the same --trials, a study finished nothing and said only
+    that: --trials counts the failed trial, so the line names the --trials that runs another."""
+    opts, cfg = tune.parse_tune_args(["--method=finetune", f"--out_dir={tmp_path}", f"--tuned_dir={tmp_path / 't'}",
+                                      "--trials=1"])
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
+    said: list[str] = []
+    assert tune.write_outputs(cfg, opts, study, log=said.append) is None
+    assert said == ["no trial of mnist-class-finetune completed (1 failed, 0 pruned): no tuned file written; "
+                    "--trials counts every finished trial, so --trials=2 runs one more"]
+    assert not (tmp_path / "t").exists() and json.loads((tmp_path / "tuning" / "mnist-class-finetune.json")
+                                                        .read_text())["failed"] == 1
