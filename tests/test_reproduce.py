@@ -294,7 +294,12 @@ def test_a_sweep_of_some_methods_keeps_every_row_and_gaps_come_from_retrain_cell
     grid = ["--datasets=mnist", "--scenarios=class", "--seeds=0", f"--out_dir={tmp_path}"]
 
     reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=ssd"]), log=lambda *_: None, every_cell=True)
-    assert _table_rows(tables / "mnist-class.md") == ["ssd", "camu", "retrain", "concept_poison (random)"]
+    assert _table_rows(tables / "mnist-class.md") == ["camu", "retrain", "concept_poison (random)", "ssd"]
+    first = {p.name: p.read_bytes() for p in tables.iterdir()}
+    # the same cells after a sweep of other methods, in another order: the same files (rows in TABLE_ORDER)
+    reproduce.write_outputs(reproduce.parse_plan([*grid, "--methods=retrain,ssd,camu"]), log=lambda *_: None,
+                            every_cell=True)
+    assert {p.name: p.read_bytes() for p in tables.iterdir()} == first
     assert "| ssd | 0.00 ± 0.00 | 5.00 ± 0.00 | 0.00 ± 0.00 | 0.00 ± 0.00 | 1.25 ± 0.00 |" in (
         tables / "mnist-class-gaps.md").read_text()
 
