@@ -34,7 +34,7 @@ CONCEPT_CHOICES = {
     "concept_poison_labels": ("targeted", "random", "keep"),
     "concept_poison_mode": ("none", "localized", "center", "random", "full"),
     "concept_poison_variant": ("simple", "release"),
-    "concept_poison_locate": ("ig", "clip_window", "clip_window_release"),
+    "concept_poison_locate": ("ig", "clip_window", "clip_window_release", "gradcam", "pcbm_margin"),
     "concept_poison_layers": ("last", "all"),
     "concept_poison_integrity": ("full", "half"),
 }
@@ -305,8 +305,11 @@ class Config:
                                                 "release (its crops, sizes, per-concept donors; docs/concepts.md)")
     concept_poison_locate: str = opt("ig", "where a concept peaks (localized patches, simple center/random's donor "
                                            "cut): ig (pixel Integrated Gradients of its margin, any bank), "
-                                           "clip_window (CLIP on sliding 64/224 windows, clip bank) or "
-                                           "clip_window_release (those windows in the release's scrambled order)")
+                                           "clip_window (CLIP on sliding 64/224 windows, clip bank), "
+                                           "clip_window_release (those windows in the release's scrambled order); "
+                                           "localized only, the forget image's place by the release's ablation "
+                                           "locators: gradcam (Grad-CAM of the forget class, any bank) or "
+                                           "pcbm_margin (windows scored by the class's PCBM weights, clip bank)")
     concept_poison_ig_steps: int = opt(16, "Integrated Gradients steps (ranking by ig; locating by ig)")
     concept_poison_layers: str = opt("last", "fine-tuned parameters: last (the release: fc only) or all")
     concept_poison_epochs: int = opt(20, "fine-tuning epochs over D_r + poisoned D_f (release: 20 CIFAR-10, 30 "
@@ -636,7 +639,10 @@ def _check_concept_method(cfg: Config) -> None:
         if cfg.concept_poison_locate != "ig":
             raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: {only} "
                               f"looks for a concept {here}")
-    if cfg.concept_poison_locate != "ig" and cfg.concept_bank != "clip":
+    if cfg.concept_poison_locate in ("gradcam", "pcbm_margin") and mode != "localized":
+        raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} places the patch on the forget "
+                          f"image, which only concept_poison_mode=localized does (mode here: {mode})")
+    if cfg.concept_poison_locate not in ("ig", "gradcam") and cfg.concept_bank != "clip":
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
                           f"with a concept word's text vector, so it needs concept_bank=clip (not "
                           f"{cfg.concept_bank}); or use ig")

@@ -42,7 +42,8 @@ GRID = (SIDE - WINDOW) // STRIDE + 1  # windows per axis: 11
 def window_similarities(embed: ClipEmbedder, vector: torch.Tensor, images: torch.Tensor, as_released: bool = False
                         ) -> torch.Tensor:
     """N x GRID x GRID cosines between each window's CLIP embedding and ``vector`` (the concept's text vector);
-    ``as_released``: the release's window order (module docstring)."""
+    with a C x D ``vector`` (several concepts), N x GRID x GRID x C. ``as_released``: the release's window
+    order (module docstring)."""
     x = to_unit_rgb(images.to(embed.device), (SIDE, SIDE), embed.pixel_scale)
     windows = x.unfold(2, WINDOW, STRIDE).unfold(3, WINDOW, STRIDE)  # N x 3 x GRID x GRID x WINDOW x WINDOW
     if not as_released:  # each window's three channels together
@@ -52,7 +53,8 @@ def window_similarities(embed: ClipEmbedder, vector: torch.Tensor, images: torch
     features = embed.model.encode_image(clip_normalize(windows)).float()
     features = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
     v = vector.to(features.device, torch.float32)
-    return (features @ (v / v.norm().clamp_min(1e-12))).view(len(x), GRID, GRID)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (features @ (v.T if v.dim() == 2 else v)).view(len(x), GRID, GRID, *v.shape[:-1])
 
 
 def to_stored(centre: torch.Tensor, side: int) -> torch.Tensor:
@@ -62,16 +64,23 @@ def to_stored(centre: torch.Tensor, side: int) -> torch.Tensor:
 
 @torch.no_grad()
 def window_peaks(embed: ClipEmbedder, vector: torch.Tensor, images: torch.Tensor, as_released: bool = False,
-                 windows_per_pass: int = 256) -> torch.Tensor:
+                 windows_per_pass: int = 256, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, the (row, col) in stored pixels of the centre of the window most like ``vector``; N x 2.
 
+    With ``weights`` (C) and a C x D ``vector``, the window whose cosines to the C concepts weigh most:
+    the release's ``localized_margin`` locator (``make_localized_margin`` in ``revision/poison_gen.py``),
+    which scores each window by its cosines times the PCBM head's weights of the forget class.
     Images go through CLIP a few at a time (``windows_per_pass`` windows per pass, at least one
     image's 121); ties go to the first window in row-major order, as the release's ``argmax``.
     """
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        sims = window_similarities(embed, vector, x, as_released)
+        return sims if weights is None else sims @ weights.to(sims.device, torch.float32)
+
     h, w = images.shape[-2:]
     per_pass = max(1, windows_per_pass // (GRID * GRID))
     starts = range(0, len(images), per_pass)
-    best = [window_similarities(embed, vector, images[s:s + per_pass], as_released).flatten(1).argmax(1).cpu()
+    best = [scores(images[s:s + per_pass]).flatten(1).argmax(1).cpu()
             for s in tqdm(starts, desc="locating concepts (CLIP windows)", leave=False, disable=len(starts) < 8)]
     index = torch.cat(best) if best else torch.zeros(0, dtype=torch.long)
     rows = (index // GRID) * STRIDE + WINDOW // 2

@@ -85,3 +85,20 @@ def test_images_go_through_clip_a_few_at_a_time_with_the_same_answer():
     one_by_one = torch.cat([window_peaks(embedder(), VECTOR, images[i:i + 1], as_released=True) for i in range(5)])
     assert torch.equal(released, one_by_one)  # the release's order is per image, whatever the batch
     assert window_peaks(embedder(), VECTOR, images[:0]).shape == (0, 2)
+
+
+def test_the_pcbm_margin_map_weighs_every_concept_s_cosine():
+    """The release's localized_margin locator: window cosines to all concepts times the forget class's PCBM
+    weights. One-hot weights pick that concept's own peak; weights (1, -1) against a second concept that
+    prefers dark windows move the peak to where the bright block's contrast is largest."""
+    image = torch.zeros(1, 1, 224, 224)
+    image[0, 0, 48:112, 96:160] = 1.0
+    vectors = torch.stack([VECTOR, torch.tensor([0.0, 1.0])])  # bright, dark (the constant 0.1 part)
+    sims = window_similarities(embedder(), vectors, image)
+    assert sims.shape == (1, GRID, GRID, 2)
+    assert torch.allclose(sims[..., 0], window_similarities(embedder(), VECTOR, image))
+    one_hot = window_peaks(embedder(), vectors, image, weights=torch.tensor([1.0, 0.0]))
+    assert one_hot.tolist() == window_peaks(embedder(), VECTOR, image).tolist() == [[80, 128]]
+    dark = window_peaks(embedder(), vectors, image, weights=torch.tensor([0.0, 1.0]))
+    assert dark.tolist() == [[32, 32]]  # an all-dark window, the first in row-major order
+    assert window_peaks(embedder(), vectors, image, weights=torch.tensor([1.0, -1.0])).tolist() == [[80, 128]]

@@ -595,6 +595,11 @@ def test_registered_with_a_search_space():
      "would locate nothing: only concept_poison_mode=localized"),
     (["--method=concept_poison", "--concept_bank=clip", "--concept_poison_locate=clip_window_release",
       "--concept_poison_mode=center", "--concept_poison_variant=release"], "(mode here: center, variant release)"),
+    (["--method=concept_poison", "--concept_poison_locate=gradcam", "--concept_poison_mode=center"],
+     "gradcam places the patch on the forget image, which only concept_poison_mode=localized does"),
+    (["--method=concept_poison", "--concept_poison_locate=pcbm_margin", "--concept_poison_mode=localized"],
+     "pcbm_margin compares CLIP embeddings of windows with a concept word's text vector, so it needs "
+     "concept_bank=clip (not cav)"),
 ])
 def test_config_errors(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -629,3 +634,60 @@ def test_clip_bank_runs_the_method_steps_with_random_weights(setup):
     assert margins.shape == (48, len(bank.names)) and head.linear.weight.shape == (10, len(bank.names))
     donor, _, _ = choose_donor(head.weight, 0, rank_concepts(head.linear, 0, "weight"), 5, "confusion")
     assert donor != 0
+
+
+def test_gradcam_locator_through_the_method(setup, monkeypatch):
+    """concept_poison_locate=gradcam (the release's ablation locator, any bank): the donor's patch lands where
+    Grad-CAM of the original for the forget class peaks on each forget image, and nowhere else; the donor's
+    patch is still cut where its concept peaks (pixel IG for the cav bank)."""
+    from concepts.gradcam import gradcam_peaks
+    from concepts.poison import _window
+
+    seen = {}
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
+    run_method(setup, concept_poison_mode="localized", concept_poison_locate="gradcam")
+    data, split = setup["data"], setup["split"]
+    clean = data.train.images[split.forget]
+    centres = gradcam_peaks(setup["original"], lambda x: data.inputs(x, train=False), clean, 0)
+    assert len(set(map(tuple, centres.tolist()))) > 1  # the map moves with the image
+    rows, cols = _window(centres, 8, 28, 28)
+    inside = torch.zeros_like(clean, dtype=torch.bool)
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        inside[i, :, r:r + 8, c:c + 8] = True
+    poisoned = seen["x"][len(split.remain):]
+    assert poisoned[~inside].equal(clean[~inside])
+    assert (poisoned != clean).flatten(1).any(1).float().mean() > 0.9
+
+
+def test_pcbm_margin_locator_through_the_method(setup, monkeypatch):
+    """concept_poison_locate=pcbm_margin: the patch lands where the windows' cosines to every concept, weighed by
+    the forget class's PCBM weights, peak; the donor's patch is cut at its concept's own CLIP-window peak."""
+    from concepts import clip_windows
+    from concepts.bank import ConceptBank
+    from concepts.clip_bank import ClipEmbedder
+    from concepts.poison import _window
+
+    embed = ClipEmbedder(Quadrants(), (16, 16), 1.0, torch.device("cpu"))
+    bank = ConceptBank("clip", ["ink top-left", "ink top-right", "ink bottom-left", "ink bottom-right"],
+                       torch.eye(4, 5), torch.zeros(4), embed)
+    monkeypatch.setattr(cp, "build_bank", lambda cfg, original, task, rows: bank)
+    heads, calls, seen = [], [], {}
+    real_fit, real_peaks = cp.fit_head, clip_windows.window_peaks
+    monkeypatch.setattr(cp, "fit_head", lambda *a, **k: heads.append(real_fit(*a, **k)) or heads[-1])
+    monkeypatch.setattr(clip_windows, "window_peaks", lambda e, v, x, *a, **k: calls.append((v, k)) or
+                        real_peaks(e, v, x, *a, **k))
+    monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
+    _, traces, _ = run_method(setup, concept_bank="clip", concept_poison_mode="localized",
+                              concept_poison_locate="pcbm_margin")
+    weight = heads[0][0].weight[0].float()
+    (donor_vector, donor_kw), (forget_vectors, forget_kw) = calls
+    assert donor_vector.equal(bank.vectors[bank.names.index(traces["donor_concept"])]) and not donor_kw
+    assert forget_vectors.equal(bank.vectors) and forget_kw["weights"].equal(weight)
+    split = setup["split"]
+    clean = setup["data"].train.images[split.forget]
+    rows, cols = _window(real_peaks(embed, bank.vectors, clean, weights=weight), 8, 28, 28)
+    inside = torch.zeros_like(clean, dtype=torch.bool)
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        inside[i, :, r:r + 8, c:c + 8] = True
+    poisoned = seen["x"][len(split.remain):]
+    assert poisoned[~inside].equal(clean[~inside]) and (poisoned != clean).flatten(1).any(1).float().mean() > 0.9

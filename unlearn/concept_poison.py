@@ -15,7 +15,8 @@ the remaining data plus those poisoned rows. Steps, as in the release
    the release's revision experiments, ``concepts.donor.RELEASE_CASES``);
 5. poisoning of the forget rows only (labels ``targeted`` / ``random`` / ``keep``, images
    ``none`` / ``localized`` / ``center`` / ``random`` / ``full``; where a concept sits found by
-   pixel Integrated Gradients, or as the release does with CLIP windows, ``concept_poison_locate``);
+   pixel Integrated Gradients, or as the release does with CLIP windows, or by its ablation locators
+   Grad-CAM and the PCBM-weighted window map, ``concept_poison_locate``);
 6. fine-tuning with SGD (lr 1e-3, momentum 0.9, batch 32, no augmentation), only the last
    layer trainable in the release (``freeze_backbone`` in ``revision/run_unlearn.py``:
    only parameters named ``fc``), with the model in train mode as there.
@@ -135,17 +136,21 @@ def half_per_class(rows: torch.Tensor, labels: torch.Tensor, seed: int) -> torch
 
 def release_pastes(weight: torch.Tensor, forget_class: int, concepts: list[int], donor: int, via: int,
                    train: Any, peaks_of: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
-                   case_concept: int | None = None) -> list[ConceptPaste]:
+                   case_concept: int | None = None,
+                   places_of: Callable[[int], Callable[[torch.Tensor], torch.Tensor]] | None = None
+                   ) -> list[ConceptPaste]:
     """The top-M concepts' donors as ``revision/poison_gen_multi.py`` assigns them: the case's concept
     (``case_concept``; None: the first of ``concepts``, the top-ranked one, as a case the donor rule
     proposes names) keeps the chosen donor and its donor concept; every other concept goes to the class
-    other than the forget class with the largest PCBM weight on it, cut where that same concept peaks."""
+    other than the forget class with the largest PCBM weight on it, cut where that same concept peaks.
+    ``peaks_of(k)`` locates concept k on a donor image, ``places_of(k)`` (default: ``peaks_of``) on a forget one."""
     case_concept = concepts[0] if case_concept is None else case_concept
+    places_of = places_of or peaks_of
     pastes = []
     for concept in concepts:
         cls, cut_at = (donor, via) if concept == case_concept else (shared_donor(weight, forget_class, concept),
                                                                      concept)
-        pastes.append(ConceptPaste(train.images[train.labels == cls], peaks_of(cut_at), peaks_of(concept)))
+        pastes.append(ConceptPaste(train.images[train.labels == cls], peaks_of(cut_at), places_of(concept)))
     return pastes
 
 
@@ -250,20 +255,39 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     # where a concept peaks: over the patch's window, or the release's 64/224 window whatever the patch
     locate = default_patch(train.images.shape[-1]) if release else patch
 
-    def peaks_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        if cfg.concept_poison_locate.startswith("clip_window"):  # the release's locator: its own 64/224 window
+    # gradcam / pcbm_margin (the release's locator ablation) place the patch on the forget image only; the
+    # donor's patch is cut where its concept peaks, as the release does with CLIP windows (ig without CLIP)
+    by = cfg.concept_poison_locate
+    cut_by = by if by in ("ig", "clip_window", "clip_window_release") else \
+        "clip_window" if isinstance(bank.embed, ClipEmbedder) else "ig"
+
+    def located(concept: int, how: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        if how == "gradcam":  # the forget class's evidence, whatever the concept
+            from concepts.gradcam import gradcam_peaks
+            return lambda images: gradcam_peaks(original, lambda x: data.inputs(x.to(device), train=False), images,
+                                                c)
+        if how.startswith("clip_window") or how == "pcbm_margin":  # the release's own 64/224 windows
             from concepts.clip_windows import window_peaks
             if not isinstance(bank.embed, ClipEmbedder):
-                raise ConceptError(f"concept_poison_locate={cfg.concept_poison_locate} needs the clip bank's CLIP "
-                                   "image encoder")
-            as_released = cfg.concept_poison_locate == "clip_window_release"
-            return lambda images: window_peaks(bank.embed, bank.vectors[concept], images, as_released)
+                raise ConceptError(f"concept_poison_locate={how} needs the clip bank's CLIP image encoder")
+            if how == "pcbm_margin":  # every concept's cosine, weighed by the forget class's PCBM weights
+                return lambda images: window_peaks(bank.embed, bank.vectors, images, weights=head.weight[c].float())
+            return lambda images: window_peaks(bank.embed, bank.vectors[concept], images,
+                                               how == "clip_window_release")
 
         def centres(images: torch.Tensor) -> torch.Tensor:
             attr = pixel_attributions(lambda x: bank.concept_scores(x.to(device))[:, concept], images.to(device),
                                       cfg.concept_poison_ig_steps)
             return peak_centres(attr.cpu(), locate)
         return centres
+
+    def peaks_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Where the donor's patch is cut at ``concept``."""
+        return located(concept, cut_by)
+
+    def places_of(concept: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Where the patch for ``concept`` goes on a forget image."""
+        return located(concept, by)
 
     # The donor's patch is cut where the concept the donor was chosen by peaks (the release's donor_concept):
     # under the confusion rule that is the donor's own top concept; under the shared fallback, not.
@@ -272,13 +296,13 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
         new_images = release_poison_images(
             train.images[forget], donor_images, cfg.concept_poison_mode, seed,
             release_pastes(head.weight, c, release_concepts(ranked, by_model, cfg.concept_poison_top_m), donor, via,
-                           train, peaks_of, case_concept)
+                           train, peaks_of, case_concept, places_of)
             if cfg.concept_poison_mode == "localized" else None,
             cfg.concept_poison_patch)
     else:
         new_images = poison_images(
             train.images[forget], donor_images, cfg.concept_poison_mode, patch, seed,
-            forget_peaks=lambda x: [peaks_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
+            forget_peaks=lambda x: [places_of(j)(x) for j in ranked[:cfg.concept_poison_top_m]],
             donor_peak=peaks_of(via))
     new_images = new_images.to(device=device, dtype=train.images.dtype)
 
