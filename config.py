@@ -279,8 +279,9 @@ class Config:
     concept_clip_pretrained: str = opt("openai", "clip: open_clip weights tag or a weights file ('' = random "
                                              "init, for tests only)")
     concept_words: str = opt("", "clip: file with one concept word per line (empty: the built-in list per dataset)")
-    concept_words_sha256: str = opt("", "filled when the config is read with concept_bank=clip: the SHA-256 of the "
-                                         "word list the bank reads (file or built-in), so a stored cell names it")
+    concept_words_sha256: str = opt("", "filled when a concept_poison config with concept_bank=clip is read: the "
+                                         "SHA-256 of the word list the bank reads (file or built-in), so a stored "
+                                         "cell names it")
     concept_pcbm_lam: float = opt(1e-5, "PCBM head: elastic-net strength (post-hoc-cbm's --lam; larger = sparser)")
     concept_poison_rank: str = opt("weight", "rank the forget class's concepts by PCBM weight (the release) or by "
                                              "ig (Integrated Gradients of the PCBM head, the paper's wording)")
@@ -642,6 +643,12 @@ def _check_concept_method(cfg: Config) -> None:
     if cfg.concept_poison_locate in ("gradcam", "pcbm_margin") and mode != "localized":
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} places the patch on the forget "
                           f"image, which only concept_poison_mode=localized does (mode here: {mode})")
+    if cfg.concept_poison_locate in ("gradcam", "pcbm_margin") and variant == "simple" and \
+            cfg.concept_poison_top_m > 1:
+        raise ConfigError(f"concept_poison_top_m: {cfg.concept_poison_top_m} patches would all go to one place: "
+                          f"{cfg.concept_poison_locate} places them by the forget class, not by concept, on the "
+                          "clean image in the simple variant (the release variant places each on the image as "
+                          "patched so far)")
     if cfg.concept_poison_locate not in ("ig", "gradcam") and cfg.concept_bank != "clip":
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} compares CLIP embeddings of windows "
                           f"with a concept word's text vector, so it needs concept_bank=clip (not "
@@ -679,9 +686,20 @@ def recorded(stored: dict[str, Any], key: str) -> Any:
     return stored[key] if key in stored else _DEFAULTS.get(key)
 
 
+FILLED_HASHES = ("concept_words_sha256",)  # filled by parse_args from a file's content, not set by the user
+
+
+def unknown_hash(stored: dict[str, Any], current: dict[str, Any], key: str) -> bool:
+    """``key`` is a filled hash that one side cannot say: ``stored`` predates it (its default, '', would not be
+    what that run read) or ``current`` could not read its file (the run's preflight names the file). Such a
+    hash is not compared; every other key is."""
+    return key in FILLED_HASHES and (key not in stored or not current.get(key))
+
+
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The keys of either config, sorted, whose ``recorded`` value in ``stored`` is not ``current``'s."""
-    return sorted(k for k in set(stored) | set(current) if recorded(stored, k) != current.get(k))
+    return sorted(k for k in set(stored) | set(current)
+                  if recorded(stored, k) != current.get(k) and not unknown_hash(stored, current, k))
 
 
 def key_owner(key: str) -> str | None:
@@ -888,7 +906,7 @@ def words_sha256(cfg: Config) -> str:
     if cfg.method != "concept_poison" or cfg.concept_bank != "clip":
         return ""
     from concepts import ConceptError
-    from concepts.clip_bank import concept_words
+    from concepts.words import concept_words  # no torch: parsing stays fast
 
     try:
         words = concept_words(cfg.dataset, cfg.concept_words)

@@ -45,6 +45,7 @@ from config import (
     recorded,
     scenario_settings,
     tuned_on_warning,
+    unknown_hash,
     wants_help,
 )
 from figures import write_relearning
@@ -248,6 +249,8 @@ def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[s
     SLURM launch names the words file by its absolute path.
     """
     def same(k: str) -> bool:
+        if unknown_hash(stored, current, k):
+            return True
         if k == "concept_words" and isinstance(recorded(stored, k), str) and isinstance(current[k], str):
             return _absolute(recorded(stored, k)) == _absolute(current[k])
         return recorded(stored, k) == current[k]

@@ -432,3 +432,29 @@ def test_the_clip_word_list_is_hashed_into_the_config(tmp_path):
     assert parse_args([*clip, f"--concept_words={tmp_path / 'none.txt'}"]).concept_words_sha256 == ""  # preflight
     with pytest.raises(ConfigError, match="concept_words_sha256: filled when reading"):
         parse_args([*clip, "--concept_words_sha256=abc"])
+
+
+def test_a_hash_a_stored_config_predates_or_that_cannot_be_read_here_is_not_a_change(tmp_path):
+    """Cells and studies stored before concept_words_sha256 was recorded lack it: its default ('') is not what
+    their bank read, so they were refused as changed; a words file missing here read as a changed list."""
+    from config import changed_keys
+
+    words = tmp_path / "words.txt"
+    words.write_text("stroke\nloop\n")
+    clip = ["--method=concept_poison", "--concept_bank=clip", f"--concept_words={words}"]
+    current = parse_args(clip).to_dict()
+    before = {k: v for k, v in current.items() if k != "concept_words_sha256"}
+    assert changed_keys(before, current) == []
+    assert changed_keys({**current, "concept_words_sha256": "0" * 64}, current) == ["concept_words_sha256"]
+    words.unlink()
+    assert changed_keys(current, parse_args(clip).to_dict()) == []  # the preflight names the missing file
+
+
+def test_hashing_the_clip_word_list_imports_no_torch():
+    """config.py hashes the words while parsing: reading them through the clip bank's module loaded torch (3 s
+    before a one-line config error)."""
+    code = ("import sys, config; cfg = config.parse_args(['--method=concept_poison', '--concept_bank=clip']); "
+            "print(bool(cfg.concept_words_sha256), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

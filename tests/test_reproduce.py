@@ -175,6 +175,9 @@ def test_a_stored_clip_cell_is_refused_when_its_words_file_was_edited(tmp_path, 
     (tmp_path / "words.txt").write_text("stroke\nloop\ncurve\n")
     with pytest.raises(reproduce.ConfigError, match=f"concept_words_sha256 '{cfg.concept_words_sha256}' -> '"):
         reproduce.check_stored_settings(plan, reproduce.grid_configs(plan))
+    older = {k: v for k, v in cfg.to_dict().items() if k != "concept_words_sha256"}  # stored before the hash
+    cell.path(plan.out_dir).write_text(json.dumps({**cell.header(), "row": {}, "config": older}))
+    reproduce.check_stored_settings(plan, reproduce.grid_configs(plan))
 
 
 def test_the_committed_results_folder_is_named_as_such_when_it_refuses_a_slice(capsys):
