@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import os
 import platform
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -85,6 +85,18 @@ class Runtime:
 
     def adam(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if self.fused_adam else None)
+
+
+@contextmanager
+def eager(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` run without its ``nn.Module.compile`` for the block: forward hooks on its submodules (Grad-CAM's
+    layer, the classifier's inputs) fire only in eager mode, where a compiled graph skips them."""
+    compiled = getattr(model, "_compiled_call_impl", None)
+    model._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        model._compiled_call_impl = compiled
 
 
 @cache

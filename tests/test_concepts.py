@@ -597,6 +597,8 @@ def test_registered_with_a_search_space():
       "--concept_poison_mode=center", "--concept_poison_variant=release"], "(mode here: center, variant release)"),
     (["--method=concept_poison", "--concept_poison_locate=gradcam", "--concept_poison_mode=center"],
      "gradcam places the patch on the forget image, which only concept_poison_mode=localized does"),
+    (["--method=concept_poison", "--concept_poison_locate=gradcam", "--concept_poison_mode=localized",
+      "--concept_poison_top_m=3"], "concept_poison_top_m: 3 patches would all go to one place"),
     (["--method=concept_poison", "--concept_poison_locate=pcbm_margin", "--concept_poison_mode=localized"],
      "pcbm_margin compares CLIP embeddings of windows with a concept word's text vector, so it needs "
      "concept_bank=clip (not cav)"),
@@ -643,9 +645,13 @@ def test_gradcam_locator_through_the_method(setup, monkeypatch):
     from concepts.gradcam import gradcam_peaks
     from concepts.poison import _window
 
-    seen = {}
+    seen, attributed = {}, []
+    real_ig = cp.pixel_attributions
+    monkeypatch.setattr(cp, "pixel_attributions", lambda score, x, *a: attributed.append(len(x)) or
+                        real_ig(score, x, *a))
     monkeypatch.setattr(cp, "fine_tune", lambda model, task, images, labels, cfg: seen.update(x=images) or [])
     run_method(setup, concept_poison_mode="localized", concept_poison_locate="gradcam")
+    assert attributed == [len(setup["split"].forget)]  # IG once, on each row's donor image: where its patch is cut
     data, split = setup["data"], setup["split"]
     clean = data.train.images[split.forget]
     centres = gradcam_peaks(setup["original"], lambda x: data.inputs(x, train=False), clean, 0)

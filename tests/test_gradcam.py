@@ -46,3 +46,18 @@ def test_the_peak_cell_comes_back_as_the_stored_pixel_at_its_centre():
     x = torch.rand(2, 1, 28, 28)
     assert gradcam_peaks(model, lambda t: t, x, 0).tolist() == cam_peaks(class_cams(model, lambda t: t, x, 0),
                                                                           28, 28).tolist()
+
+
+def test_a_compiled_model_gives_the_eager_maps():
+    """Under compile (nn.Module.compile) the layer's forward hook never fired and captum stopped; the maps and the
+    classifier's inputs are taken in eager mode, and the model stays compiled."""
+    from unlearn.concept_poison import classifier_inputs
+
+    torch.manual_seed(1)
+    model = CNN()
+    x = torch.rand(3, 1, 28, 28)
+    maps, inputs = class_cams(model, lambda t: t, x, 2), classifier_inputs(model, x)
+    model.compile(backend="eager")
+    model(x)
+    assert torch.allclose(class_cams(model, lambda t: t, x, 2), maps)
+    assert torch.allclose(classifier_inputs(model, x), inputs) and model._compiled_call_impl is not None

@@ -49,6 +49,7 @@ from config import Config, ConfigError
 from data.batches import batch_indices, num_batches
 from data.rng import generator
 from eval.concept_metrics import donor_absorption, forgetting_rate, fr_attack, shared_concept_retention
+from models.runtime import eager
 from unlearn.base import UnlearnTask, has_batch_statistics
 from unlearn.search_space import Param, integer, log_float
 
@@ -166,7 +167,8 @@ def classifier_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     seen: list[torch.Tensor] = []
     hook = model.classifier.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     try:
-        model(x)
+        with eager(model):  # a compiled graph would skip the hook
+            model(x)
     finally:
         hook.remove()
     return seen[0]
