@@ -53,13 +53,19 @@ def failure_marker(job: Job) -> Path:
     return job.path.parent / f".{job.path.name}.failed"
 
 
-def failed_in(job: Job, launch: str) -> str | None:
-    """The failure line this launch's marker holds for ``job``, or None (no marker, or another launch's)."""
+def launch_marker(job: Job, launch: str) -> dict | None:
+    """This launch's failure marker of ``job`` (``failure``: the line; ``worker``: who failed it), or None."""
     try:
         marker = json.loads(failure_marker(job).read_text())
     except (OSError, ValueError):
         return None
-    return marker.get("failure") if isinstance(marker, dict) and launch and marker.get("launch") == launch else None
+    return marker if isinstance(marker, dict) and launch and marker.get("launch") == launch else None
+
+
+def failed_in(job: Job, launch: str) -> str | None:
+    """The failure line this launch's marker holds for ``job``, or None (no marker, or another launch's)."""
+    marker = launch_marker(job, launch)
+    return None if marker is None else marker.get("failure")
 
 
 def finished_elsewhere(job: Job) -> bool:
@@ -164,7 +170,9 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
     An item that fails is marked failed for ``launch`` (``failure_marker``, written under its lock):
     the launch's other workers, which go through every item, leave it instead of each trying it
     again (a model that fails after hours would otherwise cost that much once per worker and be
-    reported once per worker). A later launch tries it again; a success removes the marker.
+    reported once per worker). A later launch tries it again; a success removes the marker. The
+    marker names the worker: a SLURM task requeued after a timeout still reports the items it
+    failed before it (else it ended COMPLETED and the cells array, ``afterok``, started anyway).
     """
     configure_progress()  # worker processes and SLURM jobs write to log files
     order = jobs[index::count] + [j for k, j in enumerate(jobs) if k % count != index]
@@ -178,7 +186,12 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
         except Timeout:
             continue  # another worker is on it
         try:
-            if finished_elsewhere(job) or failed_in(job, launch) is not None:
+            if finished_elsewhere(job):
+                continue
+            marker = launch_marker(job, launch)
+            if marker is not None:  # failed in this launch: not tried again
+                if marker.get("worker") == index:  # by this worker before a requeue: still its failure to report
+                    failures.append(str(marker.get("failure")))
                 continue
             failure = attempt(job, res)
             if failure is None:
@@ -187,7 +200,7 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
             failures.append(failure)
             if launch:
                 with contextlib.suppress(OSError):  # no room for the marker either: the others try the item again
-                    write_json(failure_marker(job), {"launch": launch, "failure": failure})
+                    write_json(failure_marker(job), {"launch": launch, "failure": failure, "worker": index})
         finally:
             lock.release()
     return failures

@@ -108,6 +108,8 @@ def cached_model(model: nn.Module, cache_dir: str | Path, prefix: str, key: dict
     try:
         lock = cache_lock(path)
         hold(lock, path.name, 60.0 * float(config.get("lock_timeout_min", 0.0) or 0.0), log)
+    except CacheBusy:  # a TimeoutError, so an OSError: it is no read-only cache, and the holder is alive
+        raise
     except OSError as exc:  # a read-only cache (a shared copy): files are only ever replaced whole
         log(f"note: no lock on {path.name} ({exc.strerror or exc}); "
             f"{'reading' if path.exists() else 'training'} it without one")

@@ -24,7 +24,7 @@ from config import parse_args
 from launch.local import visible_gpus, worker_settings
 from launch.options import parse_options
 from launch.worker import cell_lock
-from models.cache import CacheBusy, cache_lock, hold
+from models.cache import CacheBusy, cache_lock, cache_path, cached_model, hold
 from models.original import original_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,13 +231,18 @@ def test_two_workers_on_one_missing_original_train_it_once(data_root, tmp_path):
 
 
 def test_a_dead_holders_lock_is_released_by_the_os(tmp_path):
-    path = tmp_path / "checkpoints" / "original-mnist-0.pt"
+    path = cache_path(tmp_path / "checkpoints", "original-mnist", {"k": 0})
     proc = _hold("models.cache.cache_lock", path)
     lock = cache_lock(path)
     with pytest.raises(Timeout):
         lock.acquire(timeout=0)
     with pytest.raises(CacheBusy):  # a live holder: lock_timeout_min gives up
         hold(lock, path.name, timeout_s=0.3, log=lambda _: None)
+    trained = []  # and the model is not trained beside it: CacheBusy, a TimeoutError, was taken for an OSError
+    with pytest.raises(CacheBusy):  # (a read-only cache) and the model trained without the lock
+        cached_model(torch.nn.Linear(1, 1), path.parent, "original-mnist", {"k": 0}, trained.append,
+                     {"lock_timeout_min": 0.005}, log=lambda _: None)
+    assert trained == []
     proc.send_signal(signal.SIGKILL)  # the job dies without releasing anything
     proc.wait()
     assert Path(f"{path}.lock").exists()  # the file stays; it is not the lock
@@ -589,3 +594,24 @@ def test_a_sweep_writing_elsewhere_runs_from_a_folder_it_cannot_write(tmp_path, 
         parse_args([f"--out_dir={here / 'runs'}"])
     options, rest = parse_options(["--launcher=submitit", "--slurm_partition=gpu", f"--out_dir={tmp_path / 'out'}"])
     assert options.slurm.slurm_partition == "gpu" and rest == [f"--out_dir={tmp_path / 'out'}"]
+
+
+def test_a_requeued_task_still_reports_what_it_failed_before_the_requeue(monkeypatch, tmp_path):
+    """SLURM requeues a task that timed out: its second attempt skipped the item its first had failed and
+    returned nothing, so the task ended COMPLETED and the cells array (afterok) started on a missing model."""
+    from launch import worker
+    from launch.jobs import CellJob
+
+    def failing(job, res):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(worker, "compute_cell", failing)
+    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
+    cfg = parse_args(["--download=false"])
+    jobs = [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
+                    tmp_path / f"camu-seed{s}.json") for s in range(2)]
+    first = worker.run_stage(jobs[:1], 1, 2, launch="a")  # task 1 fails the item, then times out
+    assert first == ["mnist-class camu seed 0: RuntimeError: out of memory"]
+    monkeypatch.setattr(worker, "compute_cell", lambda job, res: pytest.fail("tried again in the same launch"))
+    assert worker.run_stage(jobs[:1], 1, 2, launch="a") == first  # the requeued attempt
+    assert worker.run_stage(jobs[:1], 0, 2, launch="a") == []  # another task: reported once, by the one that failed it
