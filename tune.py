@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 
 from concepts import ConceptError
 from config import (
@@ -237,14 +238,16 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     path = study_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path.resolve()}"
-    with warnings.catch_warnings():  # the heartbeat is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
-                                             heartbeat_interval=60, grace_period=180)
     # a trial worse than the median after its first tune seed(s) stops there (not before 5 trials have run)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if opts.prune else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize", pruner=pruner,
-                                load_if_exists=True)
+    # Two processes opening a new file at once both created its tables ('table studies already exists'):
+    # the first to take the lock creates them, the other then finds them.
+    with FileLock(f"{path}.lock", timeout=300), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is experimental
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                             heartbeat_interval=60, grace_period=180)
+        study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
+                                    pruner=pruner, load_if_exists=True)
     scope = study_scope(cfg)
     stored = study.user_attrs.get("scope")
     if stored is None:

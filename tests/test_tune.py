@@ -711,3 +711,21 @@ def test_a_study_with_no_completed_trial_says_how_to_run_one_more(tmp_path: Path
                     "--trials counts every finished trial, so --trials=2 runs one more"]
     assert not (tmp_path / "t").exists() and json.loads((tmp_path / "tuning" / "mnist-class-finetune.json")
                                                         .read_text())["failed"] == 1
+
+
+def test_processes_opening_a_new_study_at_once_all_get_it(tmp_path: Path) -> None:
+    """Processes started together on a fresh study file each created its tables; all but one died with
+    'table studies already exists'."""
+    code = ("import sys, tune; opts, cfg = tune.parse_tune_args(['--method=finetune', '--out_dir=' + sys.argv[1], "
+            "'--tuned_dir=' + sys.argv[1]]); print('ready', flush=True); sys.stdin.readline(); "
+            "print(tune.open_study(cfg, opts).study_name)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:  # all imported and parsed (their override lines first), waiting at one line
+        assert "ready\n" in iter(p.stdout.readline, "")
+    for p in procs:  # then all go at once
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-300:] for _, err in outs]
+    assert [out.split()[-1] for out, _ in outs] == ["mnist-class-finetune"] * 3
