@@ -22,7 +22,8 @@ def original_key(cfg: Config, runtime: Runtime) -> dict:
             "train_limit": cfg.train_limit, "bf16": runtime.bf16, "channels_last": runtime.channels_last,
             "fused_adam": runtime.fused_adam, **({"compile": runtime.compile} if runtime.compile != "off" else {}),
             **({"pretrained": True} if cfg.pretrained else {}),
-            **({"verify_data": False} if not cfg.verify_data else {})}  # never shared with checked files' models
+            # unchecked files are never shared with checked files' models, nor with another folder's unchecked ones
+            **({"verify_data": False, "data_root": str(Path(cfg.data_root).resolve())} if not cfg.verify_data else {})}
 
 
 def original_model(cfg: Config, data: Dataset) -> tuple[nn.Module, CacheInfo]:

@@ -239,6 +239,9 @@ def test_method_batch_sizes_are_their_own_and_leave_the_original_alone(setting):
     assert original_path(dataclasses.replace(cfg, batch_size=7), "cpu") != base
     # files that skipped the checksums train their own models (a checked run never reuses them)
     assert original_path(dataclasses.replace(cfg, verify_data=False), "cpu") != base
+    unchecked = dataclasses.replace(cfg, verify_data=False, data_root="copy-a")  # two unchecked copies: two models
+    assert original_path(unchecked, "cpu") != original_path(dataclasses.replace(unchecked, data_root="copy-b"), "cpu")
+    assert original_path(dataclasses.replace(cfg, data_root="copy-a"), "cpu") == base  # checked files: one model
     task = UnlearnTask(data, split, 0)
     ft = METHODS["finetune"](copy.deepcopy(original), original, task,
                              dataclasses.replace(cfg, finetune_epochs=1, finetune_batch_size=100))
