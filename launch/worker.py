@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from concepts import ConceptError
-from config import Config, ConfigError
+from config import WHERE_KEYS, Config, ConfigError, changed_keys
 from data import DataError, Dataset, load_dataset
 from launch.jobs import CellJob, ModelJob, file_state
 from main import resolve_device, run_seed, split_for_seed
@@ -73,6 +73,24 @@ def finished_elsewhere(job: Job) -> bool:
     if isinstance(job, ModelJob):
         return job.path.exists()
     return file_state(job.path) != job.state
+
+
+def other_settings(job: Job) -> str | None:
+    """For a cell another process wrote since the plan: the keys its stored config has with other values than
+    this job's (a second sweep with other settings into the same folder, started before the first wrote it),
+    as one failure line; None when they agree or the file cannot be read (it is then left as it is)."""
+    if not isinstance(job, CellJob):
+        return None
+    try:
+        stored = json.loads(job.path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    mine = json.loads(json.dumps(json_safe({k: v for k, v in job.cfg.to_dict().items() if k not in WHERE_KEYS})))
+    changed = changed_keys({k: v for k, v in stored.items() if k not in WHERE_KEYS}, mine)
+    return (f"{job.label}: written meanwhile by a run with other settings ({', '.join(changed[:4])}); "
+            f"left as it is: use another out_dir for these settings") if changed else None
 
 
 class Resources:
@@ -187,6 +205,8 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
             continue  # another worker is on it
         try:
             if finished_elsewhere(job):
+                if (clash := other_settings(job)) is not None:
+                    failures.append(clash)
                 continue
             marker = launch_marker(job, launch)
             if marker is not None:  # failed in this launch: not tried again

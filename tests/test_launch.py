@@ -615,3 +615,24 @@ def test_a_requeued_task_still_reports_what_it_failed_before_the_requeue(monkeyp
     monkeypatch.setattr(worker, "compute_cell", lambda job, res: pytest.fail("tried again in the same launch"))
     assert worker.run_stage(jobs[:1], 1, 2, launch="a") == first  # the requeued attempt
     assert worker.run_stage(jobs[:1], 0, 2, launch="a") == []  # another task: reported once, by the one that failed it
+
+
+def test_a_cell_written_meanwhile_with_other_settings_is_reported_not_taken(monkeypatch, tmp_path):
+    """Two sweeps with other settings into one folder, both planned before either wrote the cell: the later
+    worker found the file changed and skipped it silently, and its tables then held the other run's cell."""
+    from launch import worker
+    from launch.jobs import CellJob, file_state
+    from report import json_safe
+
+    monkeypatch.setattr(worker, "compute_cell", lambda job, res: pytest.fail("computed over the other run's cell"))
+    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
+    cfg = parse_args(["--download=false", "--seeds=0"])
+    path = tmp_path / "camu-seed0.json"
+    job = CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": 0}, cfg, path,
+                  file_state(path))
+    same = json.dumps({**job.header, "row": {}, "config": json_safe({**cfg.to_dict(), "num_threads": 3})})
+    path.write_text(same)  # the same settings (a where-key aside), written by another worker: taken
+    assert worker.run_stage([job]) == []
+    path.write_text(json.dumps({**job.header, "row": {}, "config": {**json.loads(same)["config"], "rep_lr": 0.5}}))
+    (line,) = worker.run_stage([job])
+    assert line.startswith("mnist-class camu seed 0: written meanwhile by a run with other settings (rep_lr)")
