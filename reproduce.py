@@ -297,14 +297,25 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
         path = cell.path(plan.out_dir)
         if path not in stored:
             continue
-        cfg = configs[(cell.dataset, cell.scenario, cell.method)]
-        tuned_keys = SEARCH_SPACES.get(cell.method, {}) if cfg.tuned else {}  # the tuned file's hash decides
-        current = cfg.to_dict()
-        own = {k for k in current if key_owner(k) == cell.method and k not in tuned_keys}
-        changed = _changes(stored[path], current, own)
+        changed = own_changes(stored[path], configs[(cell.dataset, cell.scenario, cell.method)], cell.method)
         if changed:
             raise ConfigError(f"{path} was computed with other settings of {cell.method} ({', '.join(changed[:4])}): "
                               f"use another out_dir{committed}, or --variant=NAME to store them beside it")
+
+
+def own_changes(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
+    """The keys of ``method``'s own that a stored cell's config has with other values than ``cfg`` (tuned keys
+    aside: the tuned file's hash decides whether a tuned cell is computed again)."""
+    tuned_keys = SEARCH_SPACES.get(method, {}) if cfg.tuned else {}
+    current = cfg.to_dict()
+    return _changes(stored, current, {k for k in current if key_owner(k) == method and k not in tuned_keys})
+
+
+def cell_clash(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
+    """What ``check_stored_settings`` would refuse in a stored cell's config beside ``cfg``: the scenario's
+    shared keys and the method's own (for a cell another run wrote while this one ran)."""
+    shared = scenario_settings(cfg.to_dict())
+    return _changes(scenario_settings(stored), shared, shared) + own_changes(stored, cfg, method)
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:

@@ -240,28 +240,29 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     url = f"sqlite:///{path.resolve()}"
     # a trial worse than the median after its first tune seed(s) stops there (not before 5 trials have run)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if opts.prune else optuna.pruners.NopPruner()
-    # Two processes opening a new file at once both created its tables ('table studies already exists'):
-    # the first to take the lock creates them, the other then finds them.
-    with FileLock(f"{path}.lock", timeout=300), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is experimental
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
-                                             heartbeat_interval=60, grace_period=180)
-        study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
-                                    pruner=pruner, load_if_exists=True)
-    scope = study_scope(cfg)
-    stored = study.user_attrs.get("scope")
-    if stored is None:
-        study.set_user_attr("scope", scope)
-    elif changed := changed_keys(stored, scope):
-        raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
-                          "use another out_dir or the same settings")
-    if "tune_seeds" not in study.user_attrs:
-        study.set_user_attr("tune_seeds", list(opts.tune_seeds))
-    elif study.user_attrs["tune_seeds"] != list(opts.tune_seeds):
-        raise ConfigError(f"tune_seeds: the study was run with {study.user_attrs['tune_seeds']}, "
-                          f"not {list(opts.tune_seeds)}")
-    if summary is not None:
-        restore_trials(study, cfg, opts, summary)
+    # Two processes opening a new file at once both created its tables ('table studies already exists'), and
+    # both could restore a summary into it: the first to take the lock creates (and fills) it, the other finds it.
+    with FileLock(f"{path}.lock", timeout=300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat: experimental
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                                 heartbeat_interval=60, grace_period=180)
+            study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
+                                        pruner=pruner, load_if_exists=True)
+        scope = study_scope(cfg)
+        stored = study.user_attrs.get("scope")
+        if stored is None:
+            study.set_user_attr("scope", scope)
+        elif changed := changed_keys(stored, scope):
+            raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
+                              "use another out_dir or the same settings")
+        if "tune_seeds" not in study.user_attrs:
+            study.set_user_attr("tune_seeds", list(opts.tune_seeds))
+        elif study.user_attrs["tune_seeds"] != list(opts.tune_seeds):
+            raise ConfigError(f"tune_seeds: the study was run with {study.user_attrs['tune_seeds']}, "
+                              f"not {list(opts.tune_seeds)}")
+        if summary is not None:
+            restore_trials(study, cfg, opts, summary)
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         dead = (orphaned(study, t) if "pid" not in t.user_attrs

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from concepts import ConceptError
-from config import WHERE_KEYS, Config, ConfigError, changed_keys
+from config import Config, ConfigError
 from data import DataError, Dataset, load_dataset
 from launch.jobs import CellJob, ModelJob, file_state
 from main import resolve_device, run_seed, split_for_seed
@@ -87,8 +87,9 @@ def other_settings(job: Job) -> str | None:
         return None
     if not isinstance(stored, dict):
         return None
-    mine = json.loads(json.dumps(json_safe({k: v for k, v in job.cfg.to_dict().items() if k not in WHERE_KEYS})))
-    changed = changed_keys({k: v for k, v in stored.items() if k not in WHERE_KEYS}, mine)
+    from reproduce import cell_clash  # here: reproduce imports this package
+
+    changed = cell_clash(stored, job.cfg, str(job.header["method"]))
     return (f"{job.label}: written meanwhile by a run with other settings ({', '.join(changed[:4])}); "
             f"left as it is: use another out_dir for these settings") if changed else None
 
@@ -204,19 +205,20 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
         except Timeout:
             continue  # another worker is on it
         try:
-            if finished_elsewhere(job):
-                if (clash := other_settings(job)) is not None:
-                    failures.append(clash)
-                continue
             marker = launch_marker(job, launch)
             if marker is not None:  # failed in this launch: not tried again
                 if marker.get("worker") == index:  # by this worker before a requeue: still its failure to report
                     failures.append(str(marker.get("failure")))
                 continue
-            failure = attempt(job, res)
-            if failure is None:
-                failure_marker(job).unlink(missing_ok=True)
-                continue
+            if finished_elsewhere(job):
+                failure = other_settings(job)  # a cell another run wrote meanwhile, with other settings
+                if failure is None:
+                    continue
+            else:
+                failure = attempt(job, res)
+                if failure is None:
+                    failure_marker(job).unlink(missing_ok=True)
+                    continue
             failures.append(failure)
             if launch:
                 with contextlib.suppress(OSError):  # no room for the marker either: the others try the item again

@@ -633,6 +633,11 @@ def test_a_cell_written_meanwhile_with_other_settings_is_reported_not_taken(monk
     same = json.dumps({**job.header, "row": {}, "config": json_safe({**cfg.to_dict(), "num_threads": 3})})
     path.write_text(same)  # the same settings (a where-key aside), written by another worker: taken
     assert worker.run_stage([job]) == []
+    other_method = {**json.loads(same)["config"], "neggrad_lr": 0.5}  # a sweep of other methods' settings: taken
+    path.write_text(json.dumps({**job.header, "row": {}, "config": other_method}))
+    assert worker.run_stage([job], launch="x") == []
     path.write_text(json.dumps({**job.header, "row": {}, "config": {**json.loads(same)["config"], "rep_lr": 0.5}}))
-    (line,) = worker.run_stage([job])
-    assert line.startswith("mnist-class camu seed 0: written meanwhile by a run with other settings (rep_lr)")
+    (line,) = worker.run_stage([job], launch="x")
+    assert line.startswith(f"mnist-class camu seed 0: written meanwhile by a run with other settings (rep_lr "
+                           f"0.5 -> {cfg.rep_lr!r})")
+    assert worker.failed_in(job, "x") == line  # marked, so the local launcher's parent reports it (once)
