@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import io
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import Interrupted, configure_progress, interrupted
 from report import format_table, git_commit, results_document
-from storage import keep_previous, remove_stale_temps, write_bytes, write_json
+from storage import keep_previous, keep_with, remove_stale_temps, write_bytes, write_json
 from unlearn import PREFLIGHT, ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
 
@@ -179,11 +180,14 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
             row, seed_meta, split = run_seed(cfg, data, original, seed)
             rows.append(row)
             meta["per_seed"].append(seed_meta)
-            save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
             meta["elapsed_s"] = time.perf_counter() - started
             meta["complete"] = len(rows) == len(cfg.seeds)
-            if len(rows) == 1 and (kept := keep_previous(results_path)):
-                tqdm.write(f"the earlier results.json of {cfg.run_name} is kept as {kept.name}")
+            if len(rows) == 1 and (kept := keep_previous(results_path)):  # its splits go with it
+                splits = keep_with(kept, sorted(p for p in cfg.run_dir.glob("split-seed*.npz")
+                                                if re.fullmatch(r"split-seed\d+\.npz", p.name)))
+                tqdm.write(f"the earlier results.json of {cfg.run_name} is kept as {kept.name}"
+                           + (f", its splits as {splits[0].name} ..." if splits else ""))
+            save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
             write_json(results_path, results_document(cfg, rows, meta))
             shown = {k: v for k, v in row.items() if isinstance(v, float)}
             tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))

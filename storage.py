@@ -104,6 +104,19 @@ def keep_previous(path: str | Path) -> Path | None:
     return kept
 
 
+def keep_with(kept: Path, files: list[Path]) -> list[Path]:
+    """Rename ``files`` (an earlier run's, beside ``kept``) under the time ``keep_previous`` gave ``kept``:
+    ``split-seed0.npz`` beside ``results-STAMP.json`` becomes ``split-seed0-STAMP.npz``; the new names."""
+    stamp = kept.stem.split("-", 1)[1]
+    moved = []
+    for path in files:
+        target = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+        if path.exists() and not target.exists():
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
     """``torch.save`` atomically."""
     return _atomic(path, lambda f: torch.save(obj, f))

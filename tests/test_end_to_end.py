@@ -139,12 +139,16 @@ def test_ctrl_c_keeps_the_finished_seeds_and_says_so_in_one_line(small_cfg, shar
     saved = json.loads(results.read_text())
     assert [row["seed"] for row in saved["seeds"]] == [0] and saved["meta"]["complete"] is False
 
-    # the same run name again (seeds 2, 1): the first run's results.json is kept under its time
-    earlier = results.read_bytes()
+    # the same run name again (seeds 2, 1): the first run's results.json is kept under its time, its split too
+    earlier, split = results.read_bytes(), (cfg.run_dir / "split-seed0.npz").read_bytes()
     monkeypatch.setattr(main, "load_config", lambda argv: dataclasses.replace(cfg, seeds=[2, 1]))
     assert main.main([]) == 130
     kept = list(cfg.run_dir.glob("results-*.json"))
     assert len(kept) == 1 and kept[0].read_bytes() == earlier
+    stamp = kept[0].stem.removeprefix("results-")
+    assert (cfg.run_dir / f"split-seed0-{stamp}.npz").read_bytes() == split  # was overwritten by a later seed 0
+    assert sorted(p.name for p in cfg.run_dir.glob("split-seed*.npz")) == [f"split-seed0-{stamp}.npz",
+                                                                          "split-seed2.npz"]
     assert f"kept as {kept[0].name}" in capsys.readouterr().out
     assert [row["seed"] for row in json.loads(results.read_text())["seeds"]] == [2]
 
