@@ -38,6 +38,9 @@ CONCEPT_CHOICES = {
     "concept_poison_layers": ("last", "all"),
     "concept_poison_integrity": ("full", "half"),
 }
+# concept_poison_locate's locators that place the patch on the forget image by the forget class, whatever the
+# concept (the release's locator ablation); the donor's patch is still cut where its concept peaks
+CLASS_LOCATORS = ("gradcam", "pcbm_margin")
 SCENARIOS = ("class", "random")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 DEVICES = ("auto", "cpu", "cuda")
@@ -640,11 +643,11 @@ def _check_concept_method(cfg: Config) -> None:
         if cfg.concept_poison_locate != "ig":
             raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} would locate nothing: {only} "
                               f"looks for a concept {here}")
-    if cfg.concept_poison_locate in ("gradcam", "pcbm_margin") and mode != "localized":
+    by_class = cfg.concept_poison_locate in CLASS_LOCATORS
+    if by_class and mode != "localized":
         raise ConfigError(f"concept_poison_locate: {cfg.concept_poison_locate} places the patch on the forget "
                           f"image, which only concept_poison_mode=localized does (mode here: {mode})")
-    if cfg.concept_poison_locate in ("gradcam", "pcbm_margin") and variant == "simple" and \
-            cfg.concept_poison_top_m > 1:
+    if by_class and variant == "simple" and cfg.concept_poison_top_m > 1:
         raise ConfigError(f"concept_poison_top_m: {cfg.concept_poison_top_m} patches would all go to one place: "
                           f"{cfg.concept_poison_locate} places them by the forget class, not by concept, on the "
                           "clean image in the simple variant (the release variant places each on the image as "
@@ -696,10 +699,14 @@ def unknown_hash(stored: dict[str, Any], current: dict[str, Any], key: str) -> b
     return key in FILLED_HASHES and (key not in stored or not current.get(key))
 
 
+def differs(stored: dict[str, Any], current: dict[str, Any], key: str) -> bool:
+    """Whether ``key``'s ``recorded`` value in ``stored`` is not ``current``'s (a hash one side cannot say aside)."""
+    return recorded(stored, key) != current.get(key) and not unknown_hash(stored, current, key)
+
+
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The keys of either config, sorted, whose ``recorded`` value in ``stored`` is not ``current``'s."""
-    return sorted(k for k in set(stored) | set(current)
-                  if recorded(stored, k) != current.get(k) and not unknown_hash(stored, current, k))
+    return sorted(k for k in set(stored) | set(current) if differs(stored, current, k))
 
 
 def key_owner(key: str) -> str | None:

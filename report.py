@@ -219,15 +219,15 @@ def gap_table(by_method: dict[str, list[dict[str, Any]]], scenario: str) -> str 
     lines = ["| method | " + " | ".join(f"gap {HEADERS[k]}" for k in AVG_GAP_KEYS) + " | avg gap | SalUn avg gap |",
              "|---|" + "---:|" * (len(AVG_GAP_KEYS) + 2)]
     for method, rows in by_method.items():
+        with_reference = [r for r in rows if r.get("gap")]  # seeds without a retrain cell have no gaps
         flat = [{"seed": r["seed"], "avg_gap": stored_number(r["avg_gap"]),
                  **{k: stored_number(r["gap"][k]) * (100.0 if k == "mia" else 1.0) for k in AVG_GAP_KEYS}}
-                for r in rows if r.get("gap")]
+                for r in with_reference]
         if flat:
             mean, std = summarize(flat, (*AVG_GAP_KEYS, "avg_gap"))
             name = f"{method} {OWN_REFERENCE}" if method in marked else method
-            if len(flat) < len(rows):  # seeds without a retrain cell have no gaps: say the row counts fewer
+            if len(flat) < len(rows):  # say the row counts fewer seeds than the method has
                 name += f" ({len(flat)} of {len(rows)} seeds)"
-            with_reference = [r for r in rows if r.get("gap")]
             salun = json_safe(salun_avg_gap(summarize(with_reference)[0],
                                             summarize([r.get("retrain") or {} for r in with_reference])[0], scenario))
             lines.append(f"| {name} | " + " | ".join(_pm(mean[k], std[k], "", " ± ")

@@ -39,13 +39,13 @@ from config import (
     ConfigError,
     _coerce,
     check_keys,
+    differs,
     help_text,
     key_owner,
     parse_args,
     recorded,
     scenario_settings,
     tuned_on_warning,
-    unknown_hash,
     wants_help,
 )
 from figures import write_relearning
@@ -249,11 +249,9 @@ def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[s
     SLURM launch names the words file by its absolute path.
     """
     def same(k: str) -> bool:
-        if unknown_hash(stored, current, k):
-            return True
         if k == "concept_words" and isinstance(recorded(stored, k), str) and isinstance(current[k], str):
             return _absolute(recorded(stored, k)) == _absolute(current[k])
-        return recorded(stored, k) == current[k]
+        return not differs(stored, current, k)
     compared = [k for k in sorted(stored if keys is None else keys) if k in current]
     return [f"{k} {recorded(stored, k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
             for k in compared if not same(k)]

@@ -45,7 +45,7 @@ from concepts.clip_bank import ClipEmbedder
 from concepts.donor import choose_donor, shared_donor
 from concepts.pcbm import PCBMHead, fit_pcbm
 from concepts.poison import ConceptPaste, default_patch, poison_images, poison_labels, release_poison_images
-from config import Config, ConfigError
+from config import CLASS_LOCATORS, Config, ConfigError
 from data.batches import batch_indices, num_batches
 from data.rng import generator
 from eval.concept_metrics import donor_absorption, forgetting_rate, fr_attack, shared_concept_retention
@@ -57,7 +57,7 @@ from unlearn.search_space import Param, integer, log_float
 def bank_names(cfg: Config) -> list[str]:
     """The concept names the bank ``cfg`` asks for will have, known before it is built."""
     if cfg.concept_bank == "clip":
-        from concepts.clip_bank import concept_words
+        from concepts.words import concept_words
         return concept_words(cfg.dataset, cfg.concept_words)
     if cfg.concept_bank == "nmf":
         from concepts.nmf_concepts import component_names
@@ -260,8 +260,7 @@ def unlearn(model: nn.Module, original: nn.Module, task: UnlearnTask, cfg: Confi
     # gradcam / pcbm_margin (the release's locator ablation) place the patch on the forget image only; the
     # donor's patch is cut where its concept peaks, as the release does with CLIP windows (ig without CLIP)
     by = cfg.concept_poison_locate
-    cut_by = by if by in ("ig", "clip_window", "clip_window_release") else \
-        "clip_window" if isinstance(bank.embed, ClipEmbedder) else "ig"
+    cut_by = by if by not in CLASS_LOCATORS else "clip_window" if isinstance(bank.embed, ClipEmbedder) else "ig"
 
     def located(concept: int, how: str) -> Callable[[torch.Tensor], torch.Tensor]:
         if how == "gradcam":  # the forget class's evidence, whatever the concept
