@@ -524,15 +524,27 @@ def test_dry_run_warns_when_one_item_outlasts_the_slurm_time_limit(tmp_path):
     assert timeout_warning(est, LaunchOptions(launcher="local", slurm=slurm.slurm)) == ""  # no time limit there
 
 
+def _camu_cells(monkeypatch, folder: Path, seeds: range, compute, *args: str) -> list:
+    """CaMU cells of ``seeds`` under ``folder`` (config: ``args``) whose workers compute them with ``compute``
+    (neither dataset nor model loaded): what a sweep's workers are handed, to drive ``run_stage``."""
+    from launch import worker
+    from launch.jobs import CellJob
+
+    monkeypatch.setattr(worker, "compute_cell", compute)
+    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
+    cfg = parse_args(["--download=false", *args])
+    return [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
+                    folder / f"camu-seed{s}.json") for s in seeds]
+
+
 def test_worker_processes_failures_are_named_in_the_parent_s_report(monkeypatch, tmp_path):
     """The parent said only 'worker 1/2 exited with status 1'; it now reads the items its workers marked
     failed, and names a worker only when it died without marking (a kill, running out of memory)."""
     import launch.local as local
     from launch import worker
-    from launch.jobs import CellJob
 
-    monkeypatch.setattr(worker, "compute_cell", lambda job, res: (_ for _ in ()).throw(RuntimeError("no room")))
-    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
+    jobs = _camu_cells(monkeypatch, tmp_path, range(2),
+                       lambda job, res: (_ for _ in ()).throw(RuntimeError("no room")), "--num_threads=1")
 
     class Process:  # the worker run in this process, with the arguments run_local gives a spawned one
         def __init__(self, target, args, name):
@@ -546,9 +558,6 @@ def test_worker_processes_failures_are_named_in_the_parent_s_report(monkeypatch,
             pass
 
     monkeypatch.setattr(local.multiprocessing, "get_context", lambda how: SimpleNamespace(Process=Process))
-    cfg = parse_args(["--download=false", "--num_threads=1"])
-    jobs = [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
-                    tmp_path / f"camu-seed{s}.json") for s in range(2)]
     assert local.run_local(jobs, 2, log=lambda line: None, launch="x") == [
         f"mnist-class camu seed {s}: RuntimeError: no room" for s in range(2)]
 
@@ -557,7 +566,6 @@ def test_an_item_that_failed_is_tried_once_per_launch_and_reported_once(monkeypa
     """Each worker goes through every item: a failed one (its file unchanged, its lock free) was tried
     again by every worker of the launch and reported by each; a new launch tries it again."""
     from launch import worker
-    from launch.jobs import CellJob
 
     tried: list[int] = []
 
@@ -565,11 +573,7 @@ def test_an_item_that_failed_is_tried_once_per_launch_and_reported_once(monkeypa
         tried.append(job.seed)
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(worker, "compute_cell", failing)
-    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
-    cfg = parse_args(["--download=false"])
-    jobs = [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
-                    tmp_path / f"camu-seed{s}.json") for s in range(3)]
+    jobs = _camu_cells(monkeypatch, tmp_path, range(3), failing)
     reports = [worker.run_stage(jobs, i, 3, launch="a") for i in range(3)]  # three workers, one after another
     assert sorted(tried) == [0, 1, 2] and [len(r) for r in reports] == [3, 0, 0]  # was 9 tries, 9 lines
     assert reports[0][0] == "mnist-class camu seed 0: RuntimeError: out of memory"
@@ -600,16 +604,11 @@ def test_a_requeued_task_still_reports_what_it_failed_before_the_requeue(monkeyp
     """SLURM requeues a task that timed out: its second attempt skipped the item its first had failed and
     returned nothing, so the task ended COMPLETED and the cells array (afterok) started on a missing model."""
     from launch import worker
-    from launch.jobs import CellJob
 
     def failing(job, res):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(worker, "compute_cell", failing)
-    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
-    cfg = parse_args(["--download=false"])
-    jobs = [CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": s}, cfg,
-                    tmp_path / f"camu-seed{s}.json") for s in range(2)]
+    jobs = _camu_cells(monkeypatch, tmp_path, range(2), failing)
     first = worker.run_stage(jobs[:1], 1, 2, launch="a")  # task 1 fails the item, then times out
     assert first == ["mnist-class camu seed 0: RuntimeError: out of memory"]
     monkeypatch.setattr(worker, "compute_cell", lambda job, res: pytest.fail("tried again in the same launch"))
@@ -621,15 +620,11 @@ def test_a_cell_written_meanwhile_with_other_settings_is_reported_not_taken(monk
     """Two sweeps with other settings into one folder, both planned before either wrote the cell: the later
     worker found the file changed and skipped it silently, and its tables then held the other run's cell."""
     from launch import worker
-    from launch.jobs import CellJob, file_state
     from report import json_safe
 
-    monkeypatch.setattr(worker, "compute_cell", lambda job, res: pytest.fail("computed over the other run's cell"))
-    monkeypatch.setattr(worker.Resources, "__init__", lambda self: None)
-    cfg = parse_args(["--download=false", "--seeds=0"])
-    path = tmp_path / "camu-seed0.json"
-    job = CellJob({"dataset": "mnist", "scenario": "class", "method": "camu", "seed": 0}, cfg, path,
-                  file_state(path))
+    (job,) = _camu_cells(monkeypatch, tmp_path, range(1),
+                         lambda job, res: pytest.fail("computed over the other run's cell"), "--seeds=0")
+    cfg, path = job.cfg, job.path
     same = json.dumps({**job.header, "row": {}, "config": json_safe({**cfg.to_dict(), "num_threads": 3})})
     path.write_text(same)  # the same settings (a where-key aside), written by another worker: taken
     assert worker.run_stage([job]) == []
