@@ -690,6 +690,8 @@ def recorded(stored: dict[str, Any], key: str) -> Any:
 
 
 FILLED_HASHES = ("concept_words_sha256",)  # filled by parse_args from a file's content, not set by the user
+# every key parse_args fills from a file it reads, with the setting that makes it read that file
+FILLED_BY_READING = ((("tuned_file", "tuned_sha256"), "tuned=true"), (FILLED_HASHES, "concept_bank=clip"))
 
 
 def unknown_hash(stored: dict[str, Any], current: dict[str, Any], key: str) -> bool:
@@ -880,10 +882,10 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
         key, value = arg[2:].split("=", 1)
         overrides[key] = value
     probe = apply_overrides(cfg, overrides)
-    if probe.tuned_file or probe.tuned_sha256:
-        raise ConfigError("tuned_file, tuned_sha256: filled when reading a config with tuned=true; do not set them")
-    if probe.concept_words_sha256:
-        raise ConfigError("concept_words_sha256: filled when reading a config with concept_bank=clip; do not set it")
+    for keys, when in FILLED_BY_READING:
+        if any(getattr(probe, key) for key in keys):
+            raise ConfigError(f"{', '.join(keys)}: filled when reading a config with {when}; "
+                              f"do not set {'them' if len(keys) > 1 else 'it'}")
     tune_seeds: tuple[int, ...] = ()
     if probe.tuned:
         cfg, tune_seeds = _layer_tuned(cfg, probe)

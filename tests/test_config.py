@@ -432,6 +432,9 @@ def test_the_clip_word_list_is_hashed_into_the_config(tmp_path):
     assert parse_args([*clip, f"--concept_words={tmp_path / 'none.txt'}"]).concept_words_sha256 == ""  # preflight
     with pytest.raises(ConfigError, match="concept_words_sha256: filled when reading"):
         parse_args([*clip, "--concept_words_sha256=abc"])
+    for key in ("tuned_file", "tuned_sha256"):  # the same rule for the tuned file's name and hash
+        with pytest.raises(ConfigError, match="tuned_file, tuned_sha256: filled when reading .*tuned=true"):
+            parse_args([f"--{key}=x"])
 
 
 def test_a_hash_a_stored_config_predates_or_that_cannot_be_read_here_is_not_a_change(tmp_path):
