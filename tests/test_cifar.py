@@ -160,6 +160,7 @@ def test_the_suite_attacks_see_the_training_set_unaugmented(tmp_path, no_md5, mo
     the accuracies and the release's XGBoost MIA keep CaMU's augmented training-set pass."""
     from data.splits import make_split
     from eval.predict import predict
+    from models.runtime import Runtime
 
     ev = importlib.import_module("eval.evaluate")  # the package's ``evaluate`` is the function
     write_cifar10(tmp_path)
@@ -173,7 +174,8 @@ def test_the_suite_attacks_see_the_training_set_unaugmented(tmp_path, no_md5, mo
     monkeypatch.setattr(ev, "mia_score", lambda train, test, s, c, seed: seen.update(mia=train) or 0.5)
     ev.evaluate(model, data, split, cfg, seed=3)
     augmented, _ = ev.all_logits(model, data, cfg, 3)
-    plain = predict(model, data, data.train.images)
+    # the evaluation's own runtime: bf16 autocast on a CPU with native bfloat16 rounds the logits
+    plain = predict(model, data, data.train.images, runtime=Runtime.from_config(cfg, augmented.device))
     assert not torch.allclose(augmented, plain)
     assert torch.equal(seen["mia"], augmented) and torch.allclose(seen["suite"], plain)
     seen.clear()
