@@ -806,10 +806,16 @@ def tuned_on_warning(cfg: Config) -> str:
         text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
-    recorded, mine = _json_mapping(provenance(text, "tuned on")), tuned_against(cfg)
-    other = [f"{k}={recorded[k]!r} (here {mine[k]!r})" for k in mine if k in recorded and recorded[k] != mine[k]]
+    other = tuned_on_differences(text, cfg)
     return (f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}"
             if other else "")
+
+
+def tuned_on_differences(text: str, cfg: Config) -> list[str]:
+    """``KEY=recorded (here current)`` for each ``TUNED_AGAINST`` value a tuned file's text records otherwise
+    than ``cfg`` has it (none when the file records none)."""
+    recorded, mine = _json_mapping(provenance(text, "tuned on")), tuned_against(cfg)
+    return [f"{k}={recorded[k]!r} (here {mine[k]!r})" for k in mine if k in recorded and recorded[k] != mine[k]]
 
 
 def provenance(text: str, name: str) -> str | None:

@@ -44,6 +44,7 @@ from config import (
     provenance,
     read_yaml,
     tuned_against,
+    tuned_on_differences,
     tuned_path,
     unwritable_folder,
     validate,
@@ -161,6 +162,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
     replacing = other_studys_file(cfg, opts)
     if replacing:
+        refuse_replacing_other_data(cfg)
         print(replacing, file=sys.stderr)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
@@ -224,6 +226,21 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
     where = f"study {owner}" if owner else "no study (no '# study:' line)"
     return (f"warning: {_shown_path(path)} holds the tuned keys of {where}; this study ({mine}) will replace them "
             "with its best trial (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
+
+
+def refuse_replacing_other_data(cfg: Config) -> None:
+    """Stop before any trial when the tuned file this study would replace (another study's) was tuned on other
+    data or another original: a smoke study on a slice, run without ``--tuned_dir``, replaced a committed
+    full-data file with its keys. A study on the same data only warns (``other_studys_file``)."""
+    path = tuned_path(cfg)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    other = tuned_on_differences(text, cfg)
+    if other:
+        raise ConfigError(f"tuned_dir: {_shown_path(path)} holds keys tuned on other data ({', '.join(other[:4])}); "
+                          "this study would replace them: give --tuned_dir=DIR (or delete that file)")
 
 
 def open_study(cfg: Config, opts: TuneOptions) -> Any:

@@ -21,7 +21,7 @@ import yaml
 
 import main as main_mod
 import tune
-from config import Config, ConfigError, parse_args
+from config import Config, ConfigError, parse_args, tuned_against
 from report import group_cells
 from reproduce import Cell, Plan, cell_config, needs_run
 from unlearn.search_space import suggest
@@ -406,6 +406,26 @@ def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
     path.unlink()
     tune.parse_tune_args(argv)
     assert said() == []
+
+
+def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(data_root: Path, tmp_path: Path) -> None:
+    """A smoke study on a slice, run without --tuned_dir, replaced a committed full-data tuned file; a study on
+    other data than the file's now stops before any trial (on the same data it only warns, as above)."""
+    tuned_dir = tmp_path / "tuned"
+    path = tuned_dir / "mnist_class" / "neggrad.yaml"
+    path.parent.mkdir(parents=True)
+    out = tmp_path / "out"
+    argv = _argv(data_root, out, tuned_dir, "neggrad", "--trials=1")
+    _, cfg = tune.parse_tune_args(argv)
+    full = {**tuned_against(cfg), "train_limit": 0, "train_epochs": 20}
+    text = f"# tuned on: {json.dumps(full)}\n# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"holds keys tuned on other data \(train_limit=0 \(here 1000\), "
+                                          r"train_epochs=20 \(here 1\)\).*--tuned_dir=DIR"):
+        tune.parse_tune_args(argv)
+    assert path.read_text() == text and not (out / "tuning").exists()
+    path.write_text(text.replace(json.dumps(full), json.dumps(tuned_against(cfg))))  # the same data: a warning
+    tune.parse_tune_args(argv)
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
