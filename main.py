@@ -38,7 +38,7 @@ from models.cache import CacheBusy
 from models.original import original_model
 from models.runtime import Runtime, backend_info, configure_determinism
 from progress import Interrupted, configure_progress, interrupted
-from report import format_table, git_commit, results_document
+from report import class_only, format_table, git_commit, results_document
 from storage import keep_previous, keep_with, remove_stale_temps, write_bytes, write_json
 from unlearn import PREFLIGHT, ROW_METRICS, UnlearnTask, get_method
 from unlearn.retrain import retrained_model
@@ -189,7 +189,7 @@ def run(cfg: Config, log: Any = print) -> dict[str, Any]:
                            + (f", its splits as {splits[0].name} ..." if splits else ""))
             save_split(cfg.run_dir / f"split-seed{seed}.npz", split)
             write_json(results_path, results_document(cfg, rows, meta))
-            shown = {k: v for k, v in row.items() if isinstance(v, float)}
+            shown = {k: v for k, v in row.items() if isinstance(v, float) and not class_only(k, cfg.scenario)}
             tqdm.write(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
     except KeyboardInterrupt:
         raise Interrupted(f"{len(rows)} of {len(cfg.seeds)} seeds finished"

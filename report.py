@@ -82,12 +82,20 @@ def _fmt(x: float | None, key: str) -> str:
     return f"{x:.3f}" if key in ("mia", "fr", "fr_attack_accuracy") else f"{x:.2f}"
 
 
+PER_CLASS = ("test_remain_acc", "test_forget_acc")  # D_t,r and D_t,f: the test set split by forget_class
+
+
+def class_only(key: str, scenario: str) -> bool:
+    """Whether ``key`` is D_t,r or D_t,f outside class removal, where they mean nothing (random removal has no
+    forgotten class; ``forget_class`` only splits the test set)."""
+    return scenario != "class" and key in PER_CLASS
+
+
 def format_table(rows: list[dict[str, Any]], scenario: str = "class") -> str:
     """Per-seed rows, then mean +- std, as aligned text; D_t,r and D_t,f (the test set split by
     ``forget_class``) only for class removal, where they mean something, as in the sweep's tables."""
     mean, std = summarize(rows)
-    per_class = ("test_remain_acc", "test_forget_acc")
-    keys = tuple(k for k in RESULT_KEYS if scenario == "class" or k not in per_class)
+    keys = tuple(k for k in RESULT_KEYS if not class_only(k, scenario))
     keys += ("avg_gap",) if rows and "avg_gap" in rows[0] else ()
     header = ["seed"] + [HEADERS[k] for k in keys]
     lines = [[str(r["seed"])] + [_fmt(json_safe(r[k]), k) for k in keys] for r in rows]
@@ -108,7 +116,7 @@ LATEX_HEADERS = {"remain_acc": "$D_r$", "forget_acc": "$D_f$", "test_acc": "$D_t
 
 def table_keys(scenario: str) -> tuple[str, ...]:
     """The paper's columns: D_r, D_f, D_t (class removal also D_t,r and D_t,f), MIA, time."""
-    per_class = ("test_remain_acc", "test_forget_acc") if scenario == "class" else ()
+    per_class = PER_CLASS if scenario == "class" else ()
     return ("remain_acc", "forget_acc", "test_acc", *per_class, "mia", "unlearn_time_s")
 
 

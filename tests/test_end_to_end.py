@@ -94,7 +94,7 @@ def test_class_removal(small_cfg, shared_out, mnist_small):
                {k: v for k, v in second.items() if k != "unlearn_time_s"}
 
 
-def test_random_removal_keeps_the_forget_set(small_cfg, shared_out):
+def test_random_removal_keeps_the_forget_set(small_cfg, shared_out, capsys):
     cfg = validate(dataclasses.replace(small_cfg, scenario="random", forget_fraction=0.1, unlearn_epochs=2,
                                        out_dir=str(shared_out), device="cpu", run_name=""))
     assert cfg.run_name == "mnist-random-camu"
@@ -105,6 +105,10 @@ def test_random_removal_keeps_the_forget_set(small_cfg, shared_out):
     assert row["forget_acc"] > 80
     assert row["remain_acc"] > 80
     assert row["test_acc"] > 80
+    # D_t,r and D_t,f are stored (the row is the same in every scenario) but not shown: no class is forgotten
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("seed 0:")]
+    assert "forget_acc" in line and "test_acc" in line and "test_remain_acc" not in line
+    assert "test_forget_acc" not in line and "test_remain_acc" in row
 
 
 def test_cli_missing_data(tmp_path, capsys):
