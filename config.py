@@ -994,8 +994,12 @@ def presets() -> list[tuple[str, str]]:
     return out
 
 
-def help_text(usage: str, flags: list[tuple[str, str]] | None = None, with_presets: bool = True) -> str:
-    """``--help`` of an entry point: its usage and own flags, the presets, every config key."""
+def help_text(usage: str, flags: list[tuple[str, str]] | None = None, with_presets: bool = True,
+              defaults: dict[str, str] | None = None) -> str:
+    """``--help`` of an entry point: its usage and own flags, the presets, every config key. ``defaults``: the
+    keys whose default the entry point sets otherwise than main.py (reproduce.py's out_dir and relearn), shown
+    as it runs them: the key list showed main.py's beside the flags' own."""
+    defaults = defaults or {}
     out = [usage.strip(), ""]
     if flags:
         out.append("flags:")
@@ -1010,7 +1014,7 @@ def help_text(usage: str, flags: list[tuple[str, str]] | None = None, with_prese
     for title, fields in key_sections():
         out.append(f"  [{title}]")
         for f in fields:
-            out.append(f"  --{f.name}={_default_text(f)}")
+            out.append(f"  --{f.name}={defaults.get(f.name, _default_text(f))}")
             out.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(out) + "\n"
 

@@ -420,7 +420,7 @@ def write_outputs(plan: Plan, log: Any = print, every_cell: bool = False) -> lis
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
-        print(help_text(USAGE, FLAGS, with_presets=False))
+        print(help_text(USAGE, FLAGS, with_presets=False, defaults={"out_dir": "results", "relearn": "true"}))
         return 0
     configure_progress()
     try:

@@ -367,6 +367,11 @@ def test_help_lists_every_key_and_exits_0(script, flag, capsys):
         assert f.metadata["help"] in out, f.name
     if script != "reproduce.py":  # the grid picks each cell's preset itself
         assert "configs/mnist_class.yaml" in out
+    # the key list shows the defaults the script runs with (reproduce.py's own out_dir and relearn)
+    own = {"out_dir": "results", "relearn": "true"} if script == "reproduce.py" else {"out_dir": "runs",
+                                                                                        "relearn": "false"}
+    for key, value in own.items():
+        assert f"\n  --{key}={value}\n" in out, key
 
 
 def test_every_key_has_a_one_line_meaning():
