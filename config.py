@@ -706,6 +706,27 @@ def differs(stored: dict[str, Any], current: dict[str, Any], key: str) -> bool:
     return recorded(stored, key) != current.get(key) and not unknown_hash(stored, current, key)
 
 
+def shown_changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[str] | None = None) -> list[str]:
+    """``key stored -> current`` for each key of ``keys`` (default: the stored ones) with another value: what a
+    refusal to mix a stored cell or study with other settings names.
+
+    A key the stored config lacks was added since; keys are added with the default that does what
+    the code did before, so the run was made with that default (a cell from before
+    ``concept_poison_variant`` is the simple variant's). A file key compares the places named: a
+    SLURM launch names the words file by its absolute path.
+    """
+    def absolute(path: str) -> str:
+        return os.path.abspath(path) if path else path
+
+    def same(k: str) -> bool:
+        if k == "concept_words" and isinstance(recorded(stored, k), str) and isinstance(current[k], str):
+            return absolute(recorded(stored, k)) == absolute(current[k])
+        return not differs(stored, current, k)
+    compared = [k for k in sorted(stored if keys is None else keys) if k in current]
+    return [f"{k} {recorded(stored, k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
+            for k in compared if not same(k)]
+
+
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The keys of either config, sorted, whose ``recorded`` value in ``stored`` is not ``current``'s."""
     return sorted(k for k in set(stored) | set(current) if differs(stored, current, k))
@@ -834,12 +855,12 @@ def _json_mapping(value: str | None) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
-    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, and
-    the tune seeds the file names. One read gives the keys, the hash and the seeds: a file tune.py
-    replaces meanwhile cannot pair one version's keys with another's hash."""
+def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...], dict[str, Any]]:
+    """``cfg`` (defaults + preset) with the tuned file of ``probe`` (preset + overrides) laid over it, the
+    tune seeds the file names and the keys it sets. One read gives the keys, the hash and the seeds: a file
+    tune.py replaces meanwhile cannot pair one version's keys with another's hash."""
     if probe.method == "retrain":  # nothing to tune: the oracle is the same model either way
-        return cfg, ()
+        return cfg, (), {}
     path = tuned_path(probe)
     if not path.is_file():
         raise ConfigError(f"tuned=true: tuned file {str(path)!r} does not exist "
@@ -853,7 +874,8 @@ def _layer_tuned(cfg: Config, probe: Config) -> tuple[Config, tuple[int, ...]]:
         raise ConfigError(f"tuned file {path}: may not set {', '.join(bad)}")
     cfg = apply_overrides(cfg, values, source=str(path))
     digest = hashlib.sha256(data).hexdigest()
-    return dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest), tune_seeds_in(data.decode())
+    return (dataclasses.replace(cfg, tuned_file=_shown_path(path), tuned_sha256=digest),
+            tune_seeds_in(data.decode()), values)
 
 
 def _shown_path(path: Path) -> str:
@@ -894,9 +916,10 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
                               f"do not set {'them' if len(keys) > 1 else 'it'}")
     tune_seeds: tuple[int, ...] = ()
     if probe.tuned:
-        cfg, tune_seeds = _layer_tuned(cfg, probe)
-        if echo and cfg.tuned_file:
-            print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...)")
+        cfg, tune_seeds, tuned_values = _layer_tuned(cfg, probe)
+        if echo and cfg.tuned_file:  # the keys as the preset line shows its own
+            print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...): "
+                  + ", ".join(f"{k}={v}" for k, v in tuned_values.items()))
     cfg = apply_overrides(cfg, overrides)
     if echo:
         for key in overrides:

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,11 @@ from config import (
     ConfigError,
     _coerce,
     check_keys,
-    differs,
     help_text,
     key_owner,
     parse_args,
-    recorded,
     scenario_settings,
+    shown_changes,
     tuned_on_warning,
     wants_help,
 )
@@ -240,23 +238,6 @@ def needs_run(cell: Cell, cfg: Config, out_dir: Path) -> bool:
     return cfg.tuned and (stored.get("config") or {}).get("tuned_sha256") != cfg.tuned_sha256
 
 
-def _changes(stored: dict[str, Any], current: dict[str, Any], keys: Collection[str] | None = None) -> list[str]:
-    """``key stored -> current`` for each key of ``keys`` (default: the stored ones) with another value.
-
-    A key the stored config lacks was added since; keys are added with the default that does what
-    the code did before, so the cell was computed with that default (a cell from before
-    ``concept_poison_variant`` is the simple variant's). A file key compares the places named: a
-    SLURM launch names the words file by its absolute path.
-    """
-    def same(k: str) -> bool:
-        if k == "concept_words" and isinstance(recorded(stored, k), str) and isinstance(current[k], str):
-            return _absolute(recorded(stored, k)) == _absolute(current[k])
-        return not differs(stored, current, k)
-    compared = [k for k in sorted(stored if keys is None else keys) if k in current]
-    return [f"{k} {recorded(stored, k)!r}{'' if k in stored else ' (not recorded: the default)'} -> {current[k]!r}"
-            for k in compared if not same(k)]
-
-
 def grid_configs(plan: Plan) -> dict[tuple[str, str, str], Config]:
     """Each (dataset, scenario, method) of the grid's config; a bad override raises ConfigError here."""
     return {(d, s, m): cell_config(plan, d, s, m) for d in plan.axis("datasets")
@@ -287,7 +268,7 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
     for (d, s, _m), cfg in configs.items():
         current = scenario_settings(cfg.to_dict())
         for path in kinds[(d, s)].values():
-            changed = _changes(scenario_settings(stored[path]), current, current)
+            changed = shown_changes(scenario_settings(stored[path]), current, current)
             if changed:
                 raise ConfigError(f"{path.parent} holds cells computed with other settings ({', '.join(changed[:4])}; "
                                   f"e.g. {path.name}): use another out_dir for them{committed}")
@@ -306,14 +287,14 @@ def own_changes(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
     aside: the tuned file's hash decides whether a tuned cell is computed again)."""
     tuned_keys = SEARCH_SPACES.get(method, {}) if cfg.tuned else {}
     current = cfg.to_dict()
-    return _changes(stored, current, {k for k in current if key_owner(k) == method and k not in tuned_keys})
+    return shown_changes(stored, current, {k for k in current if key_owner(k) == method and k not in tuned_keys})
 
 
 def cell_clash(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
     """What ``check_stored_settings`` would refuse in a stored cell's config beside ``cfg``: the scenario's
     shared keys and the method's own (for a cell another run wrote while this one ran)."""
     shared = scenario_settings(cfg.to_dict())
-    return _changes(scenario_settings(stored), shared, shared) + own_changes(stored, cfg, method)
+    return shown_changes(scenario_settings(stored), shared, shared) + own_changes(stored, cfg, method)
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:

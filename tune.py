@@ -43,6 +43,7 @@ from config import (
     parse_args,
     provenance,
     read_yaml,
+    shown_changes,
     tuned_against,
     tuned_on_differences,
     tuned_path,
@@ -270,7 +271,8 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
         stored = study.user_attrs.get("scope")
         if stored is None:
             study.set_user_attr("scope", scope)
-        elif changed := changed_keys(stored, scope):
+        elif changed_keys(stored, scope):
+            changed = shown_changes(stored, scope, set(stored) | set(scope)) or changed_keys(stored, scope)
             raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
                               "use another out_dir or the same settings")
         if "tune_seeds" not in study.user_attrs:
@@ -310,7 +312,8 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
         raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
                           f"not {list(opts.tune_seeds)}")
     scope = study_scope(cfg)
-    changed = changed_keys(stored, scope) if stored else []  # a summary without its scope is not checked
+    changed = (shown_changes(stored, scope, set(stored) | set(scope)) or changed_keys(stored, scope)
+               if stored else [])  # a summary without its scope is not checked
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
     import optuna

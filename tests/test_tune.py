@@ -81,7 +81,10 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     # the slice it was tuned on is in the file: laid over other data, main.py says so (and goes on)
     capsys.readouterr()
     parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true"), echo=True)
-    assert "warning" not in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "warning" not in said.err
+    assert f"tuned {path} (sha256 {cfg.tuned_sha256[:12]}...): neggrad_lr={best.params['neggrad_lr']}, " \
+           f"neggrad_epochs={best.params['neggrad_epochs']}" in said.out  # the keys it lays, as the preset's
     parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--model=cnn",
                      "--forget_fraction=0.2"), echo=True)  # the same original; no fraction in class removal
     assert "warning" not in capsys.readouterr().err
@@ -712,9 +715,11 @@ def test_a_study_from_before_a_key_was_added_continues(tmp_path: Path) -> None:
     tune.read_summary(cfg, tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(summary)))
     other = parse_args(["--method=neggrad", f"--out_dir={tmp_path}", "--mia_attacks=",
                         "--concept_poison_variant=release"])
-    with pytest.raises(ConfigError, match=r"was run with other settings \(concept_poison_variant\)"):
+    # named with both values, as reproduce.py names a stored cell's (the key alone left the user to guess)
+    said = r"other settings \(concept_poison_variant 'simple' \(not recorded: the default\) -> 'release'\)"
+    with pytest.raises(ConfigError, match=rf"was run with {said}"):
         tune.open_study(other, opts)
-    with pytest.raises(ConfigError, match=r"from_summary: .* other settings \(concept_poison_variant\)"):
+    with pytest.raises(ConfigError, match=rf"from_summary: .* {said}"):
         tune.read_summary(other, tune.TuneOptions(tune_seeds=(100, 101), from_summary=str(summary)))
 
 
