@@ -28,6 +28,7 @@ def _log_init(self: tqdm, *args: Any, **kwargs: Any) -> None:
     kwargs["maxinterval"] = max(float(kwargs.get("maxinterval") or 0.0), LOG_INTERVAL_S)
     kwargs["leave"] = True  # the finished bar is the epoch's log line
     kwargs.setdefault("ascii", True)
+    kwargs["position"] = 0  # a nested bar at its own position moves the cursor up (ESC[A), noise in a file
     _PLAIN_INIT(self, *args, **kwargs)
 
 

@@ -60,3 +60,4 @@ def test_redirected_main_log_stays_small(small_cfg, tmp_path):
     assert text.count("\r") <= 40, text.count("\r")  # two draws per bar, a handful of bars
     assert "original epoch 2/2" in text and "camu epoch 2/2" in text  # one kept line per epoch
     assert len(text.encode()) < 8000
+    assert "\x1b[" not in text  # nested bars drew at their own positions, moving the cursor up in the file
