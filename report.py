@@ -55,14 +55,19 @@ def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -
     return mean, std
 
 
-def git_commit() -> str | None:
-    """The commit of the code that ran, with ``-dirty`` when the tree has changes."""
-    here = Path(__file__).resolve().parent
+OUTPUT_PATHS = ("results", "configs/tuned")  # what the entry points write into the repository: not code
+
+
+def git_commit(folder: Path | None = None) -> str | None:
+    """The commit of the code that ran, with ``-dirty`` when the tree has changes outside ``OUTPUT_PATHS``
+    (a sweep's own cells, or a second tune.py process's tuned file, marked every later record dirty)."""
+    here = folder or Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){p}" for p in OUTPUT_PATHS)], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return rev.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -409,3 +409,27 @@ def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_pa
     assert "Published against tuned" in (tmp_path / "tables" / "tables.md").read_text()
     write_tables(cells[:4], tmp_path / "plain", ["retrain", "neggrad"])  # no tuned row, no study: no table
     assert not (tmp_path / "plain" / "mnist-random-tuning.md").exists()
+
+
+def test_the_recorded_commit_is_dirty_for_code_changes_not_for_written_results(tmp_path: Path) -> None:
+    """A sweep writes its cells into results/ and tune.py its files into configs/tuned: those made every later
+    cell and tuned file of the same run read ``-dirty``, as if other code had run."""
+    from report import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for name in ("code.py", "results/cells/a.json", "configs/tuned/mnist_class/x.yaml", "configs/preset.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    head = git_commit(tmp_path)
+    assert head is not None and re.fullmatch(r"[0-9a-f]{40}", head)
+    (tmp_path / "results/cells/a.json").write_text("2\n")
+    (tmp_path / "configs/tuned/mnist_class/x.yaml").write_text("2\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "configs/preset.yaml").write_text("2\n")  # a preset is code: what a run reads
+    assert git_commit(tmp_path) == head + "-dirty"
