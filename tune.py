@@ -163,7 +163,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
     replacing = other_studys_file(cfg, opts)
     if replacing:
-        refuse_replacing_other_data(cfg)
+        refuse_replacing_other_data(cfg, parse_args(rest[:1] if rest and not rest[0].startswith("--") else []))
         print(replacing, file=sys.stderr)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
@@ -229,18 +229,27 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
             "with its best trial (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
 
 
-def refuse_replacing_other_data(cfg: Config) -> None:
+def refuse_replacing_other_data(cfg: Config, preset: Config) -> None:
     """Stop before any trial when the tuned file this study would replace (another study's) was tuned on other
     data or another original: a smoke study on a slice, run without ``--tuned_dir``, replaced a committed
-    full-data file with its keys. A study on the same data only warns (``other_studys_file``)."""
+    full-data file with its keys. A study on the same data only warns (``other_studys_file``).
+
+    A file without a ``# tuned on:`` line (every committed one: they predate it, and adding it would change
+    the hash their tuned cells record) is taken as tuned on ``preset``, the preset without the overrides,
+    which is how the committed studies ran."""
     path = tuned_path(cfg)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return
-    other = tuned_on_differences(text, cfg)
+    if provenance(text, "tuned on") is not None:
+        other, source = tuned_on_differences(text, cfg), "tuned on other data"
+    else:
+        theirs, mine = tuned_against(preset), tuned_against(cfg)
+        other = [f"{k}={theirs[k]!r} (here {mine[k]!r})" for k in mine if theirs.get(k) != mine[k]]
+        source = "without a '# tuned on:' line, so taken as tuned on the preset's data"
     if other:
-        raise ConfigError(f"tuned_dir: {_shown_path(path)} holds keys tuned on other data ({', '.join(other[:4])}); "
+        raise ConfigError(f"tuned_dir: {_shown_path(path)} holds keys {source} ({', '.join(other[:4])}); "
                           "this study would replace them: give --tuned_dir=DIR (or delete that file)")
 
 

@@ -397,11 +397,14 @@ def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
     def said() -> list[str]:
         return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
 
-    path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
+    # files tuned on the same data (on other data the study stops: the next test)
+    same = f"# tuned on: {json.dumps(tuned_against(tune.parse_tune_args(argv)[1]))}\n"
+    path.write_text(same + "# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
+    capsys.readouterr()
     tune.parse_tune_args(argv)  # before any trial
     (line,) = said()
     assert "/elsewhere/tuning/mnist-class-neggrad.db" in line and "--tuned_dir=DIR" in line
-    path.write_text("neggrad_lr: 0.002\n")  # written by hand
+    path.write_text(same + "neggrad_lr: 0.002\n")  # written by hand
     tune.parse_tune_args(argv)
     assert "no study" in said()[0]
     path.write_text(f"# study: {(out / 'tuning' / 'mnist-class-neggrad.db').resolve()}\nneggrad_lr: 0.002\n")
@@ -429,6 +432,13 @@ def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(data_r
     assert path.read_text() == text and not (out / "tuning").exists()
     path.write_text(text.replace(json.dumps(full), json.dumps(tuned_against(cfg))))  # the same data: a warning
     tune.parse_tune_args(argv)
+    # a file from before the line was written (every committed one) counts as tuned on the preset as it stands
+    path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
+    with pytest.raises(ConfigError, match=r"without a '# tuned on:' line, so taken as tuned on the preset's data "
+                                          r"\(train_limit=0 \(here 1000\), test_limit=0 \(here 300\)"):
+        tune.parse_tune_args(argv)
+    full_data = [a for a in argv if not a.startswith(("--train_limit", "--test_limit", "--train_epochs"))]
+    tune.parse_tune_args(full_data)  # the preset's own data: a warning only
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
