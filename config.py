@@ -817,9 +817,12 @@ def tuned_against(cfg: Config) -> dict[str, Any]:
     return values
 
 
-def tuned_on_warning(cfg: Config) -> str:
+UNRECORDED_TUNED_ON = "has no '# tuned on:' line, so counts as tuned on the preset's data"
+
+
+def tuned_on_warning(cfg: Config, preset: Config | None = None) -> str:
     """One warning line when ``cfg`` lays a tuned file over other data, split or original model than its
-    study ran on ('' when the same, or the file records none: those written before 2026-12-01 evening)."""
+    study ran on ('' when the same; see ``tuned_on_differences`` for files that record none)."""
     if not cfg.tuned_file:
         return ""
     path = Path(cfg.tuned_file)
@@ -827,16 +830,23 @@ def tuned_on_warning(cfg: Config) -> str:
         text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
-    other = tuned_on_differences(text, cfg)
-    return (f"warning: {cfg.tuned_file} was tuned on other data or another original: {', '.join(other)}"
-            if other else "")
+    other = tuned_on_differences(text, cfg, preset)
+    said = ("was tuned on other data or another original" if provenance(text, "tuned on") is not None
+            else UNRECORDED_TUNED_ON)
+    return f"warning: {cfg.tuned_file} {said}: {', '.join(other)}" if other else ""
 
 
-def tuned_on_differences(text: str, cfg: Config) -> list[str]:
+def tuned_on_differences(text: str, cfg: Config, preset: Config | None = None) -> list[str]:
     """``KEY=recorded (here current)`` for each ``TUNED_AGAINST`` value a tuned file's text records otherwise
-    than ``cfg`` has it (none when the file records none)."""
-    recorded, mine = _json_mapping(provenance(text, "tuned on")), tuned_against(cfg)
-    return [f"{k}={recorded[k]!r} (here {mine[k]!r})" for k in mine if k in recorded and recorded[k] != mine[k]]
+    than ``cfg`` has it. A file without a ``# tuned on:`` line (every committed one: they predate it, and adding
+    it would change the hash their tuned cells record) counts as tuned on ``preset``, the preset without
+    overrides, as the committed studies ran; without ``preset`` it is not compared."""
+    recorded = provenance(text, "tuned on")
+    if recorded is None and preset is None:
+        return []
+    theirs = _json_mapping(recorded) if recorded is not None else tuned_against(preset)
+    mine = tuned_against(cfg)
+    return [f"{k}={theirs[k]!r} (here {mine[k]!r})" for k in mine if k in theirs and theirs[k] != mine[k]]
 
 
 def provenance(text: str, name: str) -> str | None:
@@ -909,7 +919,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"argument {arg!r}: expected --key=value (a preset file may only come first)")
         key, value = arg[2:].split("=", 1)
         overrides[key] = value
-    probe = apply_overrides(cfg, overrides)
+    preset_cfg, probe = cfg, apply_overrides(cfg, overrides)
     for keys, when in FILLED_BY_READING:
         if any(getattr(probe, key) for key in keys):
             raise ConfigError(f"{', '.join(keys)}: filled when reading a config with {when}; "
@@ -931,7 +941,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
     cfg = validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg)))
-    if echo and (warning := tuned_on_warning(cfg)):  # a slice study laid over a full run: allowed, never unsaid
+    if echo and (warning := tuned_on_warning(cfg, preset_cfg)):  # tuned on other data: allowed, never unsaid
         print(warning, file=sys.stderr)
     return cfg
 

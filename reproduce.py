@@ -198,9 +198,14 @@ def parse_plan(argv: list[str]) -> Plan:
     return Plan(grid, overrides, Path(out_dir), table_only, variant)
 
 
+def preset_path(dataset: str, scenario: str) -> Path:
+    """The scenario's preset, which every cell of the scenario starts from."""
+    return HERE / "configs" / f"{dataset}_{scenario}.yaml"
+
+
 def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
     """The scenario's preset, the user's overrides, then the cell's method and folders."""
-    preset = HERE / "configs" / f"{dataset}_{scenario}.yaml"
+    preset = preset_path(dataset, scenario)
     name = cell_name(method, plan.tuned and method != "retrain", "" if method == "retrain" else plan.variant)
     argv = [str(preset), *plan.overrides, f"--method={method}", f"--out_dir={plan.out_dir}",
             f"--run_name={dataset}-{scenario}-{name}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]
@@ -414,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         if not plan.table_only:  # a bad override, or settings other than the stored cells', stop here
             configs = grid_configs(plan)
             check_stored_settings(plan, configs)
-            for warning in dict.fromkeys(filter(None, map(tuned_on_warning, configs.values()))):
+            warnings = (tuned_on_warning(cfg, parse_args([str(preset_path(d, s))]))
+                        for (d, s, _), cfg in configs.items())
+            for warning in dict.fromkeys(filter(None, warnings)):
                 print(warning, file=sys.stderr)  # once per tuned file laid over other data than its study's
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from filelock import FileLock
 
 from concepts import ConceptError
 from config import (
+    UNRECORDED_TUNED_ON,
     Config,
     ConfigError,
     _shown_path,
@@ -234,22 +235,16 @@ def refuse_replacing_other_data(cfg: Config, preset: Config) -> None:
     data or another original: a smoke study on a slice, run without ``--tuned_dir``, replaced a committed
     full-data file with its keys. A study on the same data only warns (``other_studys_file``).
 
-    A file without a ``# tuned on:`` line (every committed one: they predate it, and adding it would change
-    the hash their tuned cells record) is taken as tuned on ``preset``, the preset without the overrides,
-    which is how the committed studies ran."""
+    A file without a ``# tuned on:`` line counts as tuned on ``preset`` (``tuned_on_differences``)."""
     path = tuned_path(cfg)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return
-    if provenance(text, "tuned on") is not None:
-        other, source = tuned_on_differences(text, cfg), "tuned on other data"
-    else:
-        theirs, mine = tuned_against(preset), tuned_against(cfg)
-        other = [f"{k}={theirs[k]!r} (here {mine[k]!r})" for k in mine if theirs.get(k) != mine[k]]
-        source = "without a '# tuned on:' line, so taken as tuned on the preset's data"
+    other = tuned_on_differences(text, cfg, preset)
+    said = "holds keys tuned on other data" if provenance(text, "tuned on") is not None else UNRECORDED_TUNED_ON
     if other:
-        raise ConfigError(f"tuned_dir: {_shown_path(path)} holds keys {source} ({', '.join(other[:4])}); "
+        raise ConfigError(f"tuned_dir: {_shown_path(path)} {said} ({', '.join(other[:4])}); "
                           "this study would replace them: give --tuned_dir=DIR (or delete that file)")
 
 

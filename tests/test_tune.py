@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -100,6 +101,13 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert said == [f"warning: {path} was tuned on other data or another original: train_limit=1000 (here 0), "
                     "test_limit=300 (here 0), train_epochs=1 (here 20)"]
+    written = path.read_text()
+    path.write_text(re.sub(r"(?m)^# tuned on: .*\n", "", written))  # as the committed files: the preset's
+    assert reproduce.main(sweep) == 0 and "warning" not in capsys.readouterr().err  # the preset's own data
+    assert reproduce.main([*sweep, "--train_limit=500"]) == 0
+    assert f"{path} has no '# tuned on:' line, so counts as tuned on the preset's data: train_limit=0 (here 500)" \
+        in capsys.readouterr().err
+    path.write_text(written)
     with pytest.raises(ConfigError, match=r"seeds: 101 was a tune seed of .*neggrad\.yaml"):  # reporting on the
         parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--seeds=0,101"))  # study's own
     doc = main_mod.run(cfg, log=lambda *_: None)
@@ -414,7 +422,8 @@ def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
     assert said() == []
 
 
-def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(data_root: Path, tmp_path: Path) -> None:
+def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(
+        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A smoke study on a slice, run without --tuned_dir, replaced a committed full-data tuned file; a study on
     other data than the file's now stops before any trial (on the same data it only warns, as above)."""
     tuned_dir = tmp_path / "tuned"
@@ -434,11 +443,18 @@ def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(data_r
     tune.parse_tune_args(argv)
     # a file from before the line was written (every committed one) counts as tuned on the preset as it stands
     path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
-    with pytest.raises(ConfigError, match=r"without a '# tuned on:' line, so taken as tuned on the preset's data "
+    with pytest.raises(ConfigError, match=r"has no '# tuned on:' line, so counts as tuned on the preset's data "
                                           r"\(train_limit=0 \(here 1000\), test_limit=0 \(here 300\)"):
         tune.parse_tune_args(argv)
     full_data = [a for a in argv if not a.startswith(("--train_limit", "--test_limit", "--train_epochs"))]
     tune.parse_tune_args(full_data)  # the preset's own data: a warning only
+    # main.py laying such a file over a slice says so by the same rule (and goes on)
+    capsys.readouterr()
+    parse_args(_argv(data_root, out, tuned_dir, "neggrad", "--tuned=true"), echo=True)
+    assert f"warning: {path} has no '# tuned on:' line, so counts as tuned on the preset's data: train_limit=0 " \
+           "(here 1000)" in capsys.readouterr().err
+    parse_args([*full_data[:-1], "--tuned=true"], echo=True)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
