@@ -53,6 +53,7 @@ from config import (
     wants_help,
 )
 from data import DataError
+from eval.gaps import salun_avg_gap
 from main import (  # also registers the method and attack names validate checks
     check_splits,
     one_line_errors,
@@ -80,11 +81,17 @@ FLAGS = [
                      "(default true)"),
     ("--sampler_seed=N", "seed of the TPE sampler (default 0; offset by the number of the first trial this process "
                          "draws, so a resumed run or a second process draws other points)"),
+    ("--objective=NAME", "avg_gap (default: the mean over the tune seeds of each seed's avg_gap) or salun_avg_gap "
+                         "(SalUn's Avg. Gap of the tune seeds' means: D_t,r in class removal, MIA-efficacy; needs "
+                         "efficacy in mia_attacks and a --tuned_dir of its own)"),
     ("--from_summary=PATH", "start an empty study from the trials of a committed summary (results/tuning/*.json; "
                             "the databases stay out of git), then continue it"),
     ("-h, --help", "this text"),
 ]
 DEFAULT_TRIALS = 30
+OBJECTIVES = {"avg_gap": "mean avg_gap", "salun_avg_gap": "SalUn's Avg. Gap"}  # name -> as the tuned file says it
+# what salun_avg_gap reads of a row (test_acc in random removal, test_remain_acc in class removal)
+SALUN_KEYS = ("forget_acc", "remain_acc", "test_acc", "test_remain_acc", "mia_efficacy")
 DEFAULT_TUNE_SEEDS = [100, 101]
 # Keys that may differ between two processes working on one study; every other key must match.
 FREE_KEYS = ("seeds", "run_name", "out_dir", "data_root", "download", "verify_data", "device", "num_threads",
@@ -99,6 +106,7 @@ class TuneOptions:
     sampler_seed: int = 0
     prune: bool = True
     from_summary: str = ""
+    objective: str = "avg_gap"
 
 
 def _int(key: str, text: str, low: int) -> int:
@@ -135,6 +143,10 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
             own["prune"] = value == "true"
         elif key == "sampler_seed":
             own["sampler_seed"] = _int(key, value, 0)
+        elif key == "objective":
+            if value not in OBJECTIVES:
+                raise ConfigError(f"objective: {value!r} is not one of {', '.join(OBJECTIVES)}")
+            own["objective"] = value
         elif key == "from_summary":
             if not Path(value).is_file():
                 raise ConfigError(f"from_summary: {value!r} is not a file (a results/tuning/*.json summary)")
@@ -147,7 +159,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         else:
             rest.append(arg)
     opts = TuneOptions(**own)
-    check_keys(rest, ("trials", "tune_seeds", "sampler_seed", "prune", "from_summary"))
+    check_keys(rest, ("trials", "tune_seeds", "sampler_seed", "prune", "from_summary", "objective"))
     cfg = parse_args(rest, echo=True)
     if not method_named(rest):
         raise ConfigError(f"method: name the method to tune with --method=M (one of {', '.join(SEARCH_SPACES)})")
@@ -155,6 +167,13 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         raise ConfigError(f"method: {cfg.method!r} has no search space; tune one of {', '.join(SEARCH_SPACES)}")
     if cfg.tuned:
         raise ConfigError("tuned: tune from the published settings (tuned=false), not over a tuned file")
+    if opts.objective == "salun_avg_gap":
+        if "efficacy" not in cfg.mia_attacks:
+            raise ConfigError("objective: salun_avg_gap compares MIA-efficacy: keep efficacy in mia_attacks "
+                              "(e.g. --mia_attacks=efficacy)")
+        if tuned_path(cfg).resolve() == tuned_path(dataclasses.replace(cfg, tuned_dir=Config().tuned_dir)).resolve():
+            raise ConfigError("tuned_dir: the default (configs/tuned) holds the avg_gap studies' keys (the committed "
+                              "results); a salun_avg_gap study writes to a --tuned_dir=DIR of its own")
     problem = unwritable_folder(str(tuned_path(cfg).parent))  # written after hours of trials
     if problem:
         raise ConfigError(f"tuned_dir: {cfg.tuned_dir!r}: {problem}")
@@ -175,13 +194,14 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     return opts, cfg
 
 
-def study_name(cfg: Config) -> str:
-    return f"{cfg.dataset}-{cfg.scenario}-{cfg.method}"
+def study_name(cfg: Config, objective: str = "avg_gap") -> str:
+    """DATASET-SCENARIO-METHOD, with the objective after it when it is not avg_gap (another study)."""
+    return f"{cfg.dataset}-{cfg.scenario}-{cfg.method}" + ("" if objective == "avg_gap" else f"-{objective}")
 
 
-def study_path(cfg: Config) -> Path:
-    """The study's SQLite file: OUT_DIR/tuning/DATASET-SCENARIO-METHOD.db."""
-    return Path(cfg.out_dir) / "tuning" / f"{study_name(cfg)}.db"
+def study_path(cfg: Config, objective: str = "avg_gap") -> Path:
+    """The study's SQLite file: OUT_DIR/tuning/STUDY_NAME.db."""
+    return Path(cfg.out_dir) / "tuning" / f"{study_name(cfg, objective)}.db"
 
 
 def study_scope(cfg: Config) -> dict[str, Any]:
@@ -220,7 +240,7 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
     owner = tuned_file_study(path)
     if owner is None:
         return ""
-    mine = study_path(cfg).resolve()
+    mine = study_path(cfg, opts.objective).resolve()
     if owner and Path(owner).resolve() == mine:
         return ""
     if opts.from_summary and owner and read_summary(cfg, opts).get("database") == owner:
@@ -257,7 +277,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
     import optuna
 
     summary = read_summary(cfg, opts) if opts.from_summary else None  # refused before anything is written
-    path = study_path(cfg)
+    path = study_path(cfg, opts.objective)
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path.resolve()}"
     # a trial worse than the median after its first tune seed(s) stops there (not before 5 trials have run)
@@ -269,8 +289,8 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat: experimental
             storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
                                                  heartbeat_interval=60, grace_period=180)
-            study = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="minimize",
-                                        pruner=pruner, load_if_exists=True)
+            study = optuna.create_study(study_name=study_name(cfg, opts.objective), storage=storage,
+                                        direction="minimize", pruner=pruner, load_if_exists=True)
         scope = study_scope(cfg)
         stored = study.user_attrs.get("scope")
         if stored is None:
@@ -310,8 +330,9 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"from_summary: {path} is not a tune.py summary ({type(exc).__name__})") from None
-    if summary.get("study") != study_name(cfg):
-        raise ConfigError(f"from_summary: {path} holds study {summary.get('study')!r}, not {study_name(cfg)!r}")
+    name = study_name(cfg, opts.objective)
+    if summary.get("study") != name or summary.get("objective", "avg_gap") != opts.objective:
+        raise ConfigError(f"from_summary: {path} holds study {summary.get('study')!r}, not {name!r}")
     if list(summary.get("tune_seeds", [])) != list(opts.tune_seeds):
         raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
                           f"not {list(opts.tune_seeds)}")
@@ -366,7 +387,7 @@ def restore_trials(study: Any, cfg: Config, opts: TuneOptions, summary: dict[str
         if not state.is_finished():
             continue  # a trial that was running when the summary was written
         params, attrs = t["params"], dict(t["user_attrs"])
-        per_seed = attrs.get("avg_gap_per_seed") or []
+        per_seed = attrs.get("objective_per_seed") or attrs.get("avg_gap_per_seed") or []
         frozen = optuna.trial.create_trial(  # checked with distributions that hold the values
             state=state, value=None if state == optuna.trial.TrialState.FAIL else t["value"], params=params,
             distributions={k: distribution(space[k], params[k]) for k in params},
@@ -479,8 +500,10 @@ def test_drop_constraint(trial: Any) -> list[float]:
 
 
 def seed_standard_error(trial: Any) -> float:
-    """Standard error of a trial's objective over its tune seeds (0 with one seed)."""
-    values = [float(v) for v in trial.user_attrs.get("avg_gap_per_seed", [])]
+    """Standard error of a trial's objective over its tune seeds (0 with one seed); for SalUn's Avg. Gap, a gap
+    of means, that of its per-seed values."""
+    attrs = trial.user_attrs
+    values = [float(v) for v in attrs.get("objective_per_seed") or attrs.get("avg_gap_per_seed", [])]
     if len(values) < 2:
         return 0.0
     mean = _mean(values)
@@ -499,7 +522,8 @@ def _mean(values: list[float]) -> float:
 
 
 def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log: Any) -> Any:
-    """The trial function: mean avg_gap over the tune seeds; NaN (a failed trial) when the method breaks."""
+    """The trial function: mean avg_gap over the tune seeds (or SalUn's Avg. Gap, ``opts.objective``); NaN (a
+    failed trial) when the method breaks."""
     import optuna
 
     space = SEARCH_SPACES[cfg.method]
@@ -507,6 +531,15 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     references: dict[int, dict[str, float]] = {}  # the retrained model's metrics per tune seed, evaluated once
 
     commit = git_commit()
+    salun = opts.objective == "salun_avg_gap"
+
+    def objective_value(rows: list[dict[str, Any]], per_seed: list[float]) -> float:
+        """The mean of the seeds' avg_gap, or SalUn's Avg. Gap of the seeds' means (its own definition)."""
+        if not salun:
+            return _mean(per_seed)
+        means = {k: _mean([float(r[k]) for r in rows]) for k in SALUN_KEYS}
+        return salun_avg_gap(means, {k: _mean([float(r["retrain"][k]) for r in rows]) for k in SALUN_KEYS},
+                             cfg.scenario)
 
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -514,6 +547,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         trial.set_user_attr("git_commit", commit)  # a resumed study can span commits: each trial says its own
         params = suggest(trial, space)
         rows, per_seed, times = [], [], []  # per_seed: each tune seed's avg_gap; times: its unlearning time
+        objective_per_seed: list[float] = []  # salun_avg_gap: each tune seed's own (for the keep rule's noise)
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
             for step, seed in enumerate(opts.tune_seeds):
@@ -524,11 +558,15 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
                     raise FloatingPointError(f"non-finite weights after unlearning (seed {seed}): the method diverged")
                 rows.append(row)
                 per_seed.append(float(row["avg_gap"]))
-                so_far = _mean(per_seed)
+                if salun:
+                    objective_per_seed.append(salun_avg_gap(row, row["retrain"], cfg.scenario))
+                so_far = objective_value(rows, per_seed)
                 if opts.prune and step < len(opts.tune_seeds) - 1 and math.isfinite(so_far):
                     trial.report(so_far, step)
                     if trial.should_prune():
                         trial.set_user_attr("avg_gap_per_seed", per_seed)
+                        if salun:
+                            trial.set_user_attr("objective_per_seed", objective_per_seed)
                         log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
                         raise optuna.TrialPruned()
         except (DataError, ConceptError, DownloadError, CacheBusy, KeyboardInterrupt, optuna.TrialPruned):
@@ -545,11 +583,15 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         for key in rows[0].get("gap", {}):
             trial.set_user_attr(f"gap_{key}", _mean([float(r["gap"][key]) for r in rows]))
         trial.set_user_attr("avg_gap_per_seed", per_seed)
+        if salun:
+            trial.set_user_attr("objective_per_seed", objective_per_seed)
+            trial.set_user_attr("retrain_means", {k: _mean([float(r["retrain"][k]) for r in rows])
+                                                  for k in SALUN_KEYS})
         drop = _mean([float(r["retrain"]["test_acc"]) - float(r["test_acc"]) for r in rows])
         trial.set_user_attr("test_acc_below_retrain", drop)
         if math.isfinite(drop):
             trial.set_constraint("test_acc_below_retrain", test_drop_constraint(trial)[0])
-        value = _mean(per_seed)
+        value = objective_value(rows, per_seed)
         finite = all(math.isfinite(float(r[k])) for r in rows for k in ("avg_gap", "test_acc", "remain_acc"))
         if not finite or not math.isfinite(value):
             trial.set_user_attr("error", "non-finite metrics (the method diverged)")
@@ -632,9 +674,10 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    database = study_path(cfg).resolve()  # absolute: the tuned file's '# study:' line names it from any folder
+    # absolute: the tuned file's '# study:' line names it from any folder
+    database = study_path(cfg, opts.objective).resolve()
     summary: dict[str, Any] = {
-        "study": study_name(cfg), "database": str(database),
+        "study": study_name(cfg, opts.objective), "database": str(database), "objective": opts.objective,
         "tune_seeds": list(opts.tune_seeds), "complete": len(complete), "failed": len(failed),
         "pruned": len(pruned),
         "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -644,8 +687,8 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     }
     if not complete:
         write_json(database.with_suffix(".json"), summary)
-        log(f"no trial of {study_name(cfg)} completed ({len(failed)} failed, {len(pruned)} pruned): no tuned file "
-            f"written; --trials counts every finished trial, so --trials={len(trials) + 1} runs one more")
+        log(f"no trial of {study_name(cfg, opts.objective)} completed ({len(failed)} failed, {len(pruned)} pruned): "
+            f"no tuned file written; --trials counts every finished trial, so --trials={len(trials) + 1} runs one more")
         return None
     keeps_dt = [t for t in complete if test_drop_constraint(t)[0] <= 0]
     restored_numbers = [t.number for t in trials if "restored_from" in t.user_attrs]
@@ -664,7 +707,9 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
         f"# tuned by tune.py: {cfg.method} on {cfg.dataset}, {cfg.scenario} removal",
         f"# trials: {len(complete) + len(failed) + len(pruned)} finished ({len(complete)} complete, "
         f"{len(failed)} failed, {len(pruned)} pruned)",
-        f"# best: trial {best.number}, mean avg_gap {best.value:.4f} to the retrained model",
+        f"# best: trial {best.number}, {OBJECTIVES[opts.objective]} {best.value:.4f} to the retrained model",
+        *([f"# objective: {opts.objective} (SalUn's Avg. Gap of the tune seeds' means)"]
+          if opts.objective != "avg_gap" else []),
         (f"# D_t: {len(keeps_dt)} complete trials keep D_t within {DT_SHORTFALL_LIMIT:g} points of the retrained "
          f"model's; the best of them is taken" if keeps_dt else
          f"# D_t: no trial keeps D_t within {DT_SHORTFALL_LIMIT:g} points of the retrained model's; "
@@ -728,7 +773,7 @@ def tune(cfg: Config, opts: TuneOptions, log: Any = print) -> Path | None:
     quiet_interrupts()
     study = open_study(cfg, opts)
     done = finished(study)
-    log(f"study {study_name(cfg)}: {done} finished trials, asked for {opts.trials}")
+    log(f"study {study_name(cfg, opts.objective)}: {done} finished trials, asked for {opts.trials}")
     if done < opts.trials:
         configure_determinism(cfg.deterministic)
         device = resolve_device(cfg.device)
@@ -768,7 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     # its parameters, queued again if published) or lock_timeout_min on the original stops the study in
     # one line; on Ctrl-C Optuna has stored the running trial as failed (the sampler skips it).
     return one_line_errors(lambda: 0 if tune(cfg, opts) is not None else 1,
-                           f"{study_path(cfg)} keeps its finished trials; the same command continues the study")
+                           f"{study_path(cfg, opts.objective)} keeps its finished trials; the same command continues "
+                           "the study")
 
 
 if __name__ == "__main__":

@@ -457,6 +457,39 @@ def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_study_of_salun_avg_gap_is_its_own_and_scores_the_gap_of_the_seed_means(
+        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--objective=salun_avg_gap: SalUn's Avg. Gap (D_t,r in class removal, MIA-efficacy, the gap of the tune
+    seeds' means), in a study, summary and tuned file of its own; the default tuned_dir is the avg_gap studies'."""
+    from eval.gaps import salun_avg_gap
+    from report import load_studies
+
+    out, tuned_dir = tmp_path / "out", tmp_path / "salun"
+    argv = _argv(data_root, out, tuned_dir, "neggrad", "--trials=2", "--objective=salun_avg_gap")
+    with pytest.raises(ConfigError, match="objective: salun_avg_gap compares MIA-efficacy"):
+        tune.parse_tune_args(argv)  # _argv leaves the extra attacks out
+    argv.append("--mia_attacks=efficacy")
+    with pytest.raises(ConfigError, match=r"tuned_dir: the default \(configs/tuned\) holds the avg_gap"):
+        tune.parse_tune_args([*argv, "--tuned_dir=configs/tuned"])
+    with pytest.raises(ConfigError, match="objective: 'salun' is not one of avg_gap, salun_avg_gap"):
+        tune.parse_tune_args([*argv, "--objective=salun"])
+    assert tune.main(argv) == 0
+    trials = _trials(out, "mnist-class-neggrad-salun_avg_gap")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    for t in trials:
+        means = {k: t.user_attrs[k] for k in ("forget_acc", "remain_acc", "test_remain_acc", "mia_efficacy")}
+        assert t.value == pytest.approx(salun_avg_gap(means, t.user_attrs["retrain_means"], "class"))
+        assert len(t.user_attrs["objective_per_seed"]) == len(t.user_attrs["avg_gap_per_seed"]) == 2
+    summary = json.loads((out / "tuning" / "mnist-class-neggrad-salun_avg_gap.json").read_text())
+    assert summary["objective"] == "salun_avg_gap" and summary["study"] == "mnist-class-neggrad-salun_avg_gap"
+    text = (tuned_dir / "mnist_class" / "neggrad.yaml").read_text()
+    assert "SalUn's Avg. Gap" in text and "# objective: salun_avg_gap" in text
+    assert not (out / "tuning" / "mnist-class-neggrad.db").exists()  # the avg_gap study is another one
+    # beside an avg_gap study of the same method, the tables take the avg_gap one (their own measure)
+    (out / "tuning" / "mnist-class-neggrad.json").write_text(json.dumps({**summary, "objective": "avg_gap"}))
+    assert load_studies(out / "tuning")[("mnist", "class", "neggrad")]["objective"] == "avg_gap"
+
+
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "runs"
     with pytest.raises(SystemExit) as exc:
