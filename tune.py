@@ -567,7 +567,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
                         trial.set_user_attr("avg_gap_per_seed", per_seed)
                         if salun:
                             trial.set_user_attr("objective_per_seed", objective_per_seed)
-                        log(f"trial {trial.number} pruned after {step + 1} tune seed(s): avg_gap {so_far:.3f}")
+                        log(f"trial {trial.number} pruned after {step + 1} tune seed(s): {opts.objective} {so_far:.3f}")
                         raise optuna.TrialPruned()
         except (DataError, ConceptError, DownloadError, CacheBusy, KeyboardInterrupt, optuna.TrialPruned):
             raise  # missing data, packages or weights, or a retrained model another process holds, fail every
@@ -598,7 +598,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
             log(f"trial {trial.number} failed: non-finite metrics")
             return float("nan")
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        log(f"trial {trial.number}: avg_gap {value:.3f} ({shown})")
+        log(f"trial {trial.number}: {opts.objective} {value:.3f} ({shown})")
         return value
 
     return objective
@@ -729,7 +729,7 @@ def write_outputs(cfg: Config, opts: TuneOptions, study: Any, log: Any = print) 
     text = "\n".join(header) + "\n" + body
     if not path.is_file() or _undated(path.read_text()) != _undated(text):  # same study, same pick: keep the file
         write_bytes(path, text.encode())  # (and its hash, which the tuned cells made from it record)
-    log(f"best of {len(complete)} complete trials: avg_gap {best.value:.4f} -> {path}")
+    log(f"best of {len(complete)} complete trials: {opts.objective} {best.value:.4f} -> {path}")
     return path
 
 
