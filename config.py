@@ -792,11 +792,17 @@ def tuned_path(cfg: Config) -> Path:
     return root / f"{cfg.dataset}_{cfg.scenario}" / f"{cfg.method}.yaml"
 
 
+def scenario_preset(cfg: Config) -> Path:
+    """``cfg``'s scenario preset, relative to the repository folder (it may not exist: no CIFAR concept preset
+    for every dataset); the concept method has presets of its own."""
+    kind = "concept" if cfg.method == "concept_poison" else cfg.scenario
+    return Path("configs") / f"{cfg.dataset}_{kind}.yaml"
+
+
 def tune_command(cfg: Config) -> str:
     """The tune.py command that writes ``cfg``'s tuned file: from the scenario's preset (a study queues the
     settings it starts from as its first trial, so they must be the preset's), into ``cfg``'s tuned_dir."""
-    kind = "concept" if cfg.method == "concept_poison" else cfg.scenario  # the concept method's own presets
-    preset = Path("configs") / f"{cfg.dataset}_{kind}.yaml"
+    preset = scenario_preset(cfg)
     where = (f"{preset} --method={cfg.method}" if (Path(__file__).resolve().parent / preset).is_file()
              else f"--dataset={cfg.dataset} --scenario={cfg.scenario} --method={cfg.method}")
     return f"python tune.py {where}" + (f" --tuned_dir={cfg.tuned_dir}" if cfg.tuned_dir != Config.tuned_dir else "")
@@ -817,10 +823,10 @@ def tuned_against(cfg: Config) -> dict[str, Any]:
     return values
 
 
-UNRECORDED_TUNED_ON = "has no '# tuned on:' line, so counts as tuned on the preset's data"
+UNRECORDED_TUNED_ON = "has no (readable) '# tuned on:' line, so counts as tuned on its scenario preset's data"
 
 
-def tuned_on_warning(cfg: Config, preset: Config | None = None) -> str:
+def tuned_on_warning(cfg: Config) -> str:
     """One warning line when ``cfg`` lays a tuned file over other data, split or original model than its
     study ran on ('' when the same; see ``tuned_on_differences`` for files that record none)."""
     if not cfg.tuned_file:
@@ -830,21 +836,28 @@ def tuned_on_warning(cfg: Config, preset: Config | None = None) -> str:
         text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
-    other = tuned_on_differences(text, cfg, preset)
-    said = ("was tuned on other data or another original" if provenance(text, "tuned on") is not None
-            else UNRECORDED_TUNED_ON)
+    other = tuned_on_differences(text, cfg)
+    said = "was tuned on other data or another original" if recorded_tuned_on(text) else UNRECORDED_TUNED_ON
     return f"warning: {cfg.tuned_file} {said}: {', '.join(other)}" if other else ""
 
 
-def tuned_on_differences(text: str, cfg: Config, preset: Config | None = None) -> list[str]:
+def recorded_tuned_on(text: str) -> dict[str, Any]:
+    """A tuned file's ``# tuned on:`` values ({} without the line, or with one that does not read)."""
+    return _json_mapping(provenance(text, "tuned on"))
+
+
+def tuned_on_differences(text: str, cfg: Config) -> list[str]:
     """``KEY=recorded (here current)`` for each ``TUNED_AGAINST`` value a tuned file's text records otherwise
-    than ``cfg`` has it. A file without a ``# tuned on:`` line (every committed one: they predate it, and adding
-    it would change the hash their tuned cells record) counts as tuned on ``preset``, the preset without
-    overrides, as the committed studies ran; without ``preset`` it is not compared."""
-    recorded = provenance(text, "tuned on")
-    if recorded is None and preset is None:
-        return []
-    theirs = _json_mapping(recorded) if recorded is not None else tuned_against(preset)
+    than ``cfg`` has it. A file without a readable ``# tuned on:`` line (every committed one: they predate it,
+    and adding it would change the hash their tuned cells record) counts as tuned on ``cfg``'s scenario preset
+    without overrides (``scenario_preset``), as the committed studies ran; the dataset and scenario defaults
+    where there is no such preset."""
+    theirs = recorded_tuned_on(text)
+    if not theirs:
+        path = HERE / scenario_preset(cfg)
+        preset = (parse_args([str(path)]) if path.is_file()
+                  else Config(dataset=cfg.dataset, scenario=cfg.scenario, method=cfg.method))
+        theirs = tuned_against(preset)
     mine = tuned_against(cfg)
     return [f"{k}={theirs[k]!r} (here {mine[k]!r})" for k in mine if k in theirs and theirs[k] != mine[k]]
 
@@ -919,7 +932,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"argument {arg!r}: expected --key=value (a preset file may only come first)")
         key, value = arg[2:].split("=", 1)
         overrides[key] = value
-    preset_cfg, probe = cfg, apply_overrides(cfg, overrides)
+    probe = apply_overrides(cfg, overrides)
     for keys, when in FILLED_BY_READING:
         if any(getattr(probe, key) for key in keys):
             raise ConfigError(f"{', '.join(keys)}: filled when reading a config with {when}; "
@@ -941,7 +954,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
     cfg = validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg)))
-    if echo and (warning := tuned_on_warning(cfg, preset_cfg)):  # tuned on other data: allowed, never unsaid
+    if echo and (warning := tuned_on_warning(cfg)):  # tuned on other data: allowed, never unsaid
         print(warning, file=sys.stderr)
     return cfg
 

@@ -419,9 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if not plan.table_only:  # a bad override, or settings other than the stored cells', stop here
             configs = grid_configs(plan)
             check_stored_settings(plan, configs)
-            warnings = (tuned_on_warning(cfg, parse_args([str(preset_path(d, s))]))
-                        for (d, s, _), cfg in configs.items())
-            for warning in dict.fromkeys(filter(None, warnings)):
+            for warning in dict.fromkeys(filter(None, map(tuned_on_warning, configs.values()))):
                 print(warning, file=sys.stderr)  # once per tuned file laid over other data than its study's
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

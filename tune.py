@@ -44,6 +44,7 @@ from config import (
     parse_args,
     provenance,
     read_yaml,
+    recorded_tuned_on,
     shown_changes,
     tuned_against,
     tuned_on_differences,
@@ -181,9 +182,9 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
     if overlap:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
+    refuse_replacing_other_data(cfg)  # also a file naming this study: its database may be gone, or elsewhere
     replacing = other_studys_file(cfg, opts)
     if replacing:
-        refuse_replacing_other_data(cfg, parse_args(rest[:1] if rest and not rest[0].startswith("--") else []))
         print(replacing, file=sys.stderr)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
@@ -250,22 +251,24 @@ def other_studys_file(cfg: Config, opts: TuneOptions) -> str:
             "with its best trial (--tuned_dir=DIR writes elsewhere; git restores a committed file)")
 
 
-def refuse_replacing_other_data(cfg: Config, preset: Config) -> None:
+def refuse_replacing_other_data(cfg: Config) -> None:
     """Stop before any trial when the tuned file this study would replace (another study's) was tuned on other
     data or another original: a smoke study on a slice, run without ``--tuned_dir``, replaced a committed
     full-data file with its keys. A study on the same data only warns (``other_studys_file``).
 
-    A file without a ``# tuned on:`` line counts as tuned on ``preset`` (``tuned_on_differences``)."""
+    A file without a ``# tuned on:`` line counts as tuned on its scenario preset (``tuned_on_differences``).
+    Checked whatever study the file names, this one included: a file naming this study's database while that
+    database is gone (another machine's, or deleted) would otherwise be replaced by a new study on a slice."""
     path = tuned_path(cfg)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return
-    other = tuned_on_differences(text, cfg, preset)
-    said = "holds keys tuned on other data" if provenance(text, "tuned on") is not None else UNRECORDED_TUNED_ON
+    other = tuned_on_differences(text, cfg)
+    said = ("was tuned on other data or another original" if recorded_tuned_on(text) else UNRECORDED_TUNED_ON)
     if other:
-        raise ConfigError(f"tuned_dir: {_shown_path(path)} {said} ({', '.join(other[:4])}); "
-                          "this study would replace them: give --tuned_dir=DIR (or delete that file)")
+        raise ConfigError(f"tuned_dir: {_shown_path(path)} {said} ({', '.join(other[:4])}); this study would "
+                          "replace its keys: give --tuned_dir=DIR (or delete that file)")
 
 
 def open_study(cfg: Config, opts: TuneOptions) -> Any:

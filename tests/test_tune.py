@@ -105,8 +105,8 @@ def test_three_trial_study_writes_a_file_main_loads(data_root: Path, shared: Pat
     path.write_text(re.sub(r"(?m)^# tuned on: .*\n", "", written))  # as the committed files: the preset's
     assert reproduce.main(sweep) == 0 and "warning" not in capsys.readouterr().err  # the preset's own data
     assert reproduce.main([*sweep, "--train_limit=500"]) == 0
-    assert f"{path} has no '# tuned on:' line, so counts as tuned on the preset's data: train_limit=0 (here 500)" \
-        in capsys.readouterr().err
+    assert f"{path} has no (readable) '# tuned on:' line, so counts as tuned on its scenario preset's data: " \
+           "train_limit=0 (here 500)" in capsys.readouterr().err
     path.write_text(written)
     with pytest.raises(ConfigError, match=r"seeds: 101 was a tune seed of .*neggrad\.yaml"):  # reporting on the
         parse_args(_argv(data_root, shared, tuned_dir, "neggrad", "--tuned=true", "--seeds=0,101"))  # study's own
@@ -415,7 +415,7 @@ def test_a_study_about_to_replace_another_studys_tuned_file_says_so_first(
     path.write_text(same + "neggrad_lr: 0.002\n")  # written by hand
     tune.parse_tune_args(argv)
     assert "no study" in said()[0]
-    path.write_text(f"# study: {(out / 'tuning' / 'mnist-class-neggrad.db').resolve()}\nneggrad_lr: 0.002\n")
+    path.write_text(same + f"# study: {(out / 'tuning' / 'mnist-class-neggrad.db').resolve()}\nneggrad_lr: 0.002\n")
     tune.parse_tune_args(argv)  # its own file: nothing to say
     path.unlink()
     tune.parse_tune_args(argv)
@@ -435,24 +435,42 @@ def test_a_study_on_other_data_does_not_replace_another_studys_tuned_file(
     full = {**tuned_against(cfg), "train_limit": 0, "train_epochs": 20}
     text = f"# tuned on: {json.dumps(full)}\n# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=r"holds keys tuned on other data \(train_limit=0 \(here 1000\), "
-                                          r"train_epochs=20 \(here 1\)\).*--tuned_dir=DIR"):
+    with pytest.raises(ConfigError, match=r"was tuned on other data or another original \(train_limit=0 \(here "
+                                          r"1000\), train_epochs=20 \(here 1\)\); this study would replace its "
+                                          r"keys: give --tuned_dir=DIR"):
         tune.parse_tune_args(argv)
     assert path.read_text() == text and not (out / "tuning").exists()
     path.write_text(text.replace(json.dumps(full), json.dumps(tuned_against(cfg))))  # the same data: a warning
     tune.parse_tune_args(argv)
     # a file from before the line was written (every committed one) counts as tuned on the preset as it stands
     path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
-    with pytest.raises(ConfigError, match=r"has no '# tuned on:' line, so counts as tuned on the preset's data "
-                                          r"\(train_limit=0 \(here 1000\), test_limit=0 \(here 300\)"):
+    unrecorded = r"has no \(readable\) '# tuned on:' line, so counts as tuned on its scenario preset's data"
+    with pytest.raises(ConfigError, match=unrecorded + r" \(train_limit=0 \(here 1000\), test_limit=0 \(here 300\)"):
         tune.parse_tune_args(argv)
     full_data = [a for a in argv if not a.startswith(("--train_limit", "--test_limit", "--train_epochs"))]
     tune.parse_tune_args(full_data)  # the preset's own data: a warning only
+    path.write_text("# tuned on: {not json\n# study: /elsewhere/x.db\nneggrad_lr: 0.002\n")  # unreadable: the same
+    with pytest.raises(ConfigError, match=unrecorded):
+        tune.parse_tune_args(argv)
+    # a file naming this very study, whose database is not here (another machine's): checked all the same
+    path.write_text(f"# study: {(out / 'tuning' / 'mnist-class-neggrad.db').resolve()}\nneggrad_lr: 0.002\n")
+    with pytest.raises(ConfigError, match=unrecorded):
+        tune.parse_tune_args(argv)
+    tune.parse_tune_args(full_data)
+    # the preset is the scenario's own, not whatever came first on the command line (none here: the defaults,
+    # MNIST class removal, are not Fashion-MNIST's): a full-data study of another scenario only warns
+    other = tuned_dir / "fashion_mnist_random" / "neggrad.yaml"
+    other.parent.mkdir()
+    other.write_text("# study: /elsewhere/tuning/fashion_mnist-random-neggrad.db\nneggrad_lr: 0.002\n")
+    tune.parse_tune_args([*full_data, "--dataset=fashion_mnist", "--scenario=random"])
+    with pytest.raises(ConfigError, match=unrecorded + r" \(train_limit=0 \(here 1000\)"):
+        tune.parse_tune_args([*argv, "--dataset=fashion_mnist", "--scenario=random"])
+    path.write_text("# study: /elsewhere/tuning/mnist-class-neggrad.db\nneggrad_lr: 0.002\n")
     # main.py laying such a file over a slice says so by the same rule (and goes on)
     capsys.readouterr()
     parse_args(_argv(data_root, out, tuned_dir, "neggrad", "--tuned=true"), echo=True)
-    assert f"warning: {path} has no '# tuned on:' line, so counts as tuned on the preset's data: train_limit=0 " \
-           "(here 1000)" in capsys.readouterr().err
+    assert f"warning: {path} has no (readable) '# tuned on:' line, so counts as tuned on its scenario preset's " \
+           "data: train_limit=0 (here 1000)" in capsys.readouterr().err
     parse_args([*full_data[:-1], "--tuned=true"], echo=True)
     assert "warning" not in capsys.readouterr().err
 
@@ -486,8 +504,10 @@ def test_a_study_of_salun_avg_gap_is_its_own_and_scores_the_gap_of_the_seed_mean
     assert "SalUn's Avg. Gap" in text and "# objective: salun_avg_gap" in text
     assert not (out / "tuning" / "mnist-class-neggrad.db").exists()  # the avg_gap study is another one
     # beside an avg_gap study of the same method, the tables take the avg_gap one (their own measure)
-    (out / "tuning" / "mnist-class-neggrad.json").write_text(json.dumps({**summary, "objective": "avg_gap"}))
-    assert load_studies(out / "tuning")[("mnist", "class", "neggrad")]["objective"] == "avg_gap"
+    for name in ("a.json", "z.json"):  # read before and after the salun summary: the avg_gap one either way
+        (out / "tuning" / name).write_text(json.dumps({**summary, "objective": "avg_gap"}))
+        assert load_studies(out / "tuning")[("mnist", "class", "neggrad")]["objective"] == "avg_gap"
+        (out / "tuning" / name).unlink()
 
 
 def test_missing_tuned_file_exits_2(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
