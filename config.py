@@ -836,9 +836,14 @@ def tuned_on_warning(cfg: Config) -> str:
         text = (path if path.is_absolute() else HERE / path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
-    other = tuned_on_differences(text, cfg)
-    said = "was tuned on other data or another original" if recorded_tuned_on(text) else UNRECORDED_TUNED_ON
+    said, other = tuned_on_mismatch(text, cfg)
     return f"warning: {cfg.tuned_file} {said}: {', '.join(other)}" if other else ""
+
+
+def tuned_on_mismatch(text: str, cfg: Config) -> tuple[str, list[str]]:
+    """What a tuned file's text was tuned on, as a warning or refusal says it, and ``tuned_on_differences``."""
+    said = "was tuned on other data or another original" if recorded_tuned_on(text) else UNRECORDED_TUNED_ON
+    return said, tuned_on_differences(text, cfg)
 
 
 def recorded_tuned_on(text: str) -> dict[str, Any]:

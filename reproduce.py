@@ -198,14 +198,9 @@ def parse_plan(argv: list[str]) -> Plan:
     return Plan(grid, overrides, Path(out_dir), table_only, variant)
 
 
-def preset_path(dataset: str, scenario: str) -> Path:
-    """The scenario's preset, which every cell of the scenario starts from."""
-    return HERE / "configs" / f"{dataset}_{scenario}.yaml"
-
-
 def cell_config(plan: Plan, dataset: str, scenario: str, method: str) -> Config:
     """The scenario's preset, the user's overrides, then the cell's method and folders."""
-    preset = preset_path(dataset, scenario)
+    preset = HERE / "configs" / f"{dataset}_{scenario}.yaml"
     name = cell_name(method, plan.tuned and method != "retrain", "" if method == "retrain" else plan.variant)
     argv = [str(preset), *plan.overrides, f"--method={method}", f"--out_dir={plan.out_dir}",
             f"--run_name={dataset}-{scenario}-{name}", f"--seeds={','.join(map(str, plan.axis('seeds')))}"]

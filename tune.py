@@ -34,7 +34,6 @@ from filelock import FileLock
 
 from concepts import ConceptError
 from config import (
-    UNRECORDED_TUNED_ON,
     Config,
     ConfigError,
     _shown_path,
@@ -44,10 +43,9 @@ from config import (
     parse_args,
     provenance,
     read_yaml,
-    recorded_tuned_on,
     shown_changes,
     tuned_against,
-    tuned_on_differences,
+    tuned_on_mismatch,
     tuned_path,
     unwritable_folder,
     validate,
@@ -172,7 +170,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         if "efficacy" not in cfg.mia_attacks:
             raise ConfigError("objective: salun_avg_gap compares MIA-efficacy: keep efficacy in mia_attacks "
                               "(e.g. --mia_attacks=efficacy)")
-        if tuned_path(cfg).resolve() == tuned_path(dataclasses.replace(cfg, tuned_dir=Config().tuned_dir)).resolve():
+        if tuned_path(cfg).resolve() == tuned_path(dataclasses.replace(cfg, tuned_dir=Config.tuned_dir)).resolve():
             raise ConfigError("tuned_dir: the default (configs/tuned) holds the avg_gap studies' keys (the committed "
                               "results); a salun_avg_gap study writes to a --tuned_dir=DIR of its own")
     problem = unwritable_folder(str(tuned_path(cfg).parent))  # written after hours of trials
@@ -264,11 +262,16 @@ def refuse_replacing_other_data(cfg: Config) -> None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return
-    other = tuned_on_differences(text, cfg)
-    said = ("was tuned on other data or another original" if recorded_tuned_on(text) else UNRECORDED_TUNED_ON)
+    said, other = tuned_on_mismatch(text, cfg)
     if other:
         raise ConfigError(f"tuned_dir: {_shown_path(path)} {said} ({', '.join(other[:4])}); this study would "
                           "replace its keys: give --tuned_dir=DIR (or delete that file)")
+
+
+def scope_changes(stored: dict[str, Any], scope: dict[str, Any]) -> list[str]:
+    """A stored study scope's keys with other values than ``scope``'s, as ``KEY stored -> current`` (the names
+    alone for keys the config no longer has)."""
+    return shown_changes(stored, scope, set(stored) | set(scope)) or changed_keys(stored, scope)
 
 
 def open_study(cfg: Config, opts: TuneOptions) -> Any:
@@ -298,8 +301,7 @@ def open_study(cfg: Config, opts: TuneOptions) -> Any:
         stored = study.user_attrs.get("scope")
         if stored is None:
             study.set_user_attr("scope", scope)
-        elif changed_keys(stored, scope):
-            changed = shown_changes(stored, scope, set(stored) | set(scope)) or changed_keys(stored, scope)
+        elif changed := scope_changes(stored, scope):
             raise ConfigError(f"study {url[10:]} was run with other settings ({', '.join(changed[:5])}); "
                               "use another out_dir or the same settings")
         if "tune_seeds" not in study.user_attrs:
@@ -340,8 +342,7 @@ def read_summary(cfg: Config, opts: TuneOptions) -> dict[str, Any]:
         raise ConfigError(f"from_summary: {path} was run with tune seeds {summary.get('tune_seeds')}, "
                           f"not {list(opts.tune_seeds)}")
     scope = study_scope(cfg)
-    changed = (shown_changes(stored, scope, set(stored) | set(scope)) or changed_keys(stored, scope)
-               if stored else [])  # a summary without its scope is not checked
+    changed = scope_changes(stored, scope) if stored else []  # a summary without its scope is not checked
     if changed:
         raise ConfigError(f"from_summary: {path} was run with other settings ({', '.join(changed[:5])})")
     import optuna
@@ -536,13 +537,14 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
     commit = git_commit()
     salun = opts.objective == "salun_avg_gap"
 
+    def salun_means(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+        """The seeds' means of what SalUn's Avg. Gap reads: the method's and the retrained model's."""
+        return ({k: _mean([float(r[k]) for r in rows]) for k in SALUN_KEYS},
+                {k: _mean([float(r["retrain"][k]) for r in rows]) for k in SALUN_KEYS})
+
     def objective_value(rows: list[dict[str, Any]], per_seed: list[float]) -> float:
         """The mean of the seeds' avg_gap, or SalUn's Avg. Gap of the seeds' means (its own definition)."""
-        if not salun:
-            return _mean(per_seed)
-        means = {k: _mean([float(r[k]) for r in rows]) for k in SALUN_KEYS}
-        return salun_avg_gap(means, {k: _mean([float(r["retrain"][k]) for r in rows]) for k in SALUN_KEYS},
-                             cfg.scenario)
+        return salun_avg_gap(*salun_means(rows), cfg.scenario) if salun else _mean(per_seed)
 
     def objective(trial: Any) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -588,8 +590,7 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         trial.set_user_attr("avg_gap_per_seed", per_seed)
         if salun:
             trial.set_user_attr("objective_per_seed", objective_per_seed)
-            trial.set_user_attr("retrain_means", {k: _mean([float(r["retrain"][k]) for r in rows])
-                                                  for k in SALUN_KEYS})
+            trial.set_user_attr("retrain_means", salun_means(rows)[1])
         drop = _mean([float(r["retrain"]["test_acc"]) - float(r["test_acc"]) for r in rows])
         trial.set_user_attr("test_acc_below_retrain", drop)
         if math.isfinite(drop):
