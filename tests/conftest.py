@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,10 +50,30 @@ def mnist_small(data_root: Path):
     return load_dataset("mnist", data_root, download=False, device="cpu", train_limit=3000, test_limit=1000)
 
 
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoints that ``small_cfg`` tests trained, for the later ones: training the slice's original and
+    retrained models takes seconds per test, and a key trains to the same weights whichever test asks."""
+    return tmp_path_factory.mktemp("trained_models")
+
+
 @pytest.fixture()
-def small_cfg(data_root: Path, tmp_path: Path) -> Config:
+def small_cfg(data_root: Path, tmp_path: Path, trained_models: Path) -> Iterator[Config]:
     """A validated config over a small MNIST slice writing under a temporary folder, on the CPU also where a
-    GPU exists (tests compare CPU numbers and record the CPU; tests/test_cuda.py sets the device itself)."""
+    GPU exists (tests compare CPU numbers and record the CPU; tests/test_cuda.py sets the device itself).
+
+    Its checkpoint folder starts with copies of the models earlier tests trained (same key, same weights) and
+    gives back what this test trained: a test that must see a model trained uses an out_dir of its own.
+    """
     torch.set_num_threads(2)
-    return validate(Config(data_root=str(data_root), download=False, train_limit=3000, test_limit=1000,
-                           train_epochs=2, seeds=[0], out_dir=str(tmp_path / "runs"), num_threads=2, device="cpu"))
+    cfg = validate(Config(data_root=str(data_root), download=False, train_limit=3000, test_limit=1000,
+                          train_epochs=2, seeds=[0], out_dir=str(tmp_path / "runs"), num_threads=2, device="cpu"))
+    checkpoints = tmp_path / "runs" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for path in trained_models.glob("*.pt"):
+        shutil.copyfile(path, checkpoints / path.name)
+    yield cfg
+    for path in checkpoints.glob("*.pt"):  # whole files only: the cache writes by rename
+        if not (trained_models / path.name).exists():
+            shutil.copyfile(path, trained_models / f".{path.name}.tmp")
+            os.replace(trained_models / f".{path.name}.tmp", trained_models / path.name)

@@ -32,12 +32,12 @@ def _dump(path, obj):
         pickle.dump(obj, f)
 
 
-def write_cifar10(root):
+def write_cifar10(root, per_batch=PER_BATCH):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for b in range(1, 6):
-        _dump(folder / f"data_batch_{b}", {"data": _pixels(PER_BATCH, b),
-                                           "labels": [i % 5 for i in range(PER_BATCH)]})
+        _dump(folder / f"data_batch_{b}", {"data": _pixels(per_batch, b),
+                                           "labels": [i % 5 for i in range(per_batch)]})
     _dump(folder / "test_batch", {"data": _pixels(TEST_SIZE, 0), "labels": [i % 5 for i in range(TEST_SIZE)]})
     _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
 
@@ -263,14 +263,14 @@ def test_missing_cifar_files_are_named(tmp_path):
 def test_concept_poison_on_cifar_with_nmf_bank_and_localized_patches(tmp_path, no_md5):
     """The CIFAR path of the concept method: uint8 images, ResNet BatchNorm (full forward in train mode), NMF
     concepts, pixel IG for the patches; the fine-tuning leaves every non-fc parameter where it was."""
-    write_cifar10(tmp_path / "data")
+    write_cifar10(tmp_path / "data", per_batch=4)  # ResNet-18 at 224 on a CPU: few images
     torch.set_num_threads(2)
     cfg = validate(Config(dataset="cifar10", scenario="class", forget_class=0, train_epochs=1, batch_size=8,
                           seeds=[0], data_root=str(tmp_path / "data"), download=False, verify_data=False,
                           out_dir=str(tmp_path / "runs"), num_threads=2, method="concept_poison",
                           concept_bank="nmf", concept_nmf_components=3, concept_quantile=0.25,
                           concept_poison_mode="localized", concept_poison_ig_steps=2, concept_poison_epochs=1,
-                          concept_examples=40, compare_retrain=False, mia_train_size=4, eval_batch_size=16))
+                          concept_examples=20, compare_retrain=False, mia_train_size=4, eval_batch_size=16))
     data = load_dataset("cifar10", cfg.data_root, download=False, verify=False)
     original, _ = main.original_model(cfg, data)
     split = main.split_for_seed(cfg, data.train.labels, 0)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import reproduce
 from config import parse_args
 from unlearn import SEARCH_SPACES
 
@@ -60,13 +59,12 @@ def test_tuned_file_is_its_study_best_and_its_cells_came_from_it(path):
                 assert all(cell["config"][k] == getattr(tuned, k) for k in keys)
 
 
-def test_committed_tables_are_what_the_committed_cells_give(tmp_path):
+def test_committed_tables_are_what_the_committed_cells_give(tmp_path, capsys):
     for part in ("cells", "tuning"):
         shutil.copytree(ROOT / "results" / part, tmp_path / part)
-    done = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--table-only", f"--out_dir={tmp_path}",
-                           "--datasets=mnist,fashion_mnist", f"--methods={TABLE_METHODS}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    status = reproduce.main(["--table-only", f"--out_dir={tmp_path}", "--datasets=mnist,fashion_mnist",
+                             f"--methods={TABLE_METHODS}"])
+    assert status == 0, capsys.readouterr().err[-2000:]
 
     def texts(folder: Path) -> dict[str, str]:  # the figures' PNG bytes depend on matplotlib's version
         return {p.name: p.read_text() for p in folder.iterdir() if p.suffix in (".md", ".csv", ".tex")}

@@ -335,11 +335,14 @@ def test_a_bare_flag_given_a_value_says_so(flag, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"config error: --{name}: takes no value (give --{name} alone)"
 
 
-def test_main_seed_typo_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "main.py", "--seed=1", f"--out_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "did you mean 'seeds'" in proc.stderr
+def test_main_seed_typo_exits_2_with_one_line(tmp_path, capsys):
+    import main
+
+    with pytest.raises(SystemExit) as stop:
+        main.main(["--seed=1", f"--out_dir={tmp_path}"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "did you mean 'seeds'" in err
     assert not any(tmp_path.iterdir())
 
 

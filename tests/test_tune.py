@@ -557,12 +557,13 @@ def test_tuned_cells_and_rows(tmp_path: Path) -> None:
     assert grouped[("mnist", "class")]["neggrad (tuned)"] == [{"avg_gap": 1.0}]
 
 
-def test_help_prints_usage_flags_and_keys() -> None:
-    """One process; -h and --help are the same through ``config.wants_help`` (test_config.py)."""
-    proc = subprocess.run([sys.executable, "tune.py", "-h"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python tune.py")
-    assert "--trials=N" in proc.stdout and "--tune_seeds=LIST" in proc.stdout and "--tuned_dir=" in proc.stdout
+def test_help_prints_usage_flags_and_keys(capsys) -> None:
+    """Through ``tune.main``; -h and --help are the same through ``config.wants_help`` (test_config.py), and
+    the script answers them before importing what a study needs (test_config.py, in a process of its own)."""
+    assert tune.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python tune.py")
+    assert "--trials=N" in out and "--tune_seeds=LIST" in out and "--tuned_dir=" in out
 
 
 def test_a_published_trial_whose_process_was_killed_is_queued_again() -> None:
