@@ -39,7 +39,6 @@ from config import (
     _coerce,
     check_keys,
     help_text,
-    key_owner,
     parse_args,
     scenario_settings,
     shown_changes,
@@ -48,11 +47,11 @@ from config import (
 )
 from figures import write_relearning
 from launch import CellJob, LaunchOptions, parse_options
-from launch.jobs import file_state
+from launch.jobs import file_state, own_changes
 from main import one_line_errors
 from progress import configure_progress
 from report import fill_gaps, load_studies, write_tables
-from unlearn import METHODS, PREFLIGHT, SEARCH_SPACES
+from unlearn import METHODS, PREFLIGHT
 
 HERE = Path(__file__).resolve().parent
 PAPER_METHODS = ("camu", "retrain", "bad_teacher", "boundary_shrink", "unrolling_sgd", "neggrad")
@@ -280,21 +279,6 @@ def check_stored_settings(plan: Plan, configs: dict[tuple[str, str, str], Config
         if changed:
             raise ConfigError(f"{path} was computed with other settings of {cell.method} ({', '.join(changed[:4])}): "
                               f"use another out_dir{committed}, or --variant=NAME to store them beside it")
-
-
-def own_changes(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
-    """The keys of ``method``'s own that a stored cell's config has with other values than ``cfg`` (tuned keys
-    aside: the tuned file's hash decides whether a tuned cell is computed again)."""
-    tuned_keys = SEARCH_SPACES.get(method, {}) if cfg.tuned else {}
-    current = cfg.to_dict()
-    return shown_changes(stored, current, {k for k in current if key_owner(k) == method and k not in tuned_keys})
-
-
-def cell_clash(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
-    """What ``check_stored_settings`` would refuse in a stored cell's config beside ``cfg``: the scenario's
-    shared keys and the method's own (for a cell another run wrote while this one ran)."""
-    shared = scenario_settings(cfg.to_dict())
-    return shown_changes(scenario_settings(stored), shared, shared) + own_changes(stored, cfg, method)
 
 
 def stored_cells(out_dir: Path, plan: Plan | None = None) -> list[dict[str, Any]]:

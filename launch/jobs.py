@@ -4,7 +4,9 @@ A cell needs its scenario's original model and, when it compares to retraining (
 ``retrain`` method), the model retrained on its split's D_r. Cells that share a recipe share
 an original; cells whose splits have the same D_r (class removal: every seed) share a
 retrained model. Models are told apart by their checkpoint path, the hash of everything that
-determines their weights, computed for the device the workers will use.
+determines their weights, computed for the device the workers will use. A cell another run
+wrote meanwhile is compared with the job's settings here too (``cell_clash``), by the rule
+``reproduce.py`` applies to stored cells before a sweep starts.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 
 import torch
 
-from config import Config
+from config import Config, key_owner, scenario_settings, shown_changes
 from data import load_dataset
 from main import split_for_seed
 from models.original import original_path
+from unlearn import SEARCH_SPACES
 from unlearn.retrain import retrained_path
 
 
@@ -30,6 +33,21 @@ def file_state(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+
+
+def own_changes(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
+    """The keys of ``method``'s own that a stored cell's config has with other values than ``cfg`` (tuned keys
+    aside: the tuned file's hash decides whether a tuned cell is computed again)."""
+    tuned_keys = SEARCH_SPACES.get(method, {}) if cfg.tuned else {}
+    current = cfg.to_dict()
+    return shown_changes(stored, current, {k for k in current if key_owner(k) == method and k not in tuned_keys})
+
+
+def cell_clash(stored: dict[str, Any], cfg: Config, method: str) -> list[str]:
+    """What ``reproduce.check_stored_settings`` would refuse in a stored cell's config beside ``cfg``: the
+    scenario's shared keys and the method's own (for a cell another run wrote while this one ran)."""
+    shared = scenario_settings(cfg.to_dict())
+    return shown_changes(scenario_settings(stored), shared, shared) + own_changes(stored, cfg, method)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from concepts import ConceptError
 from config import Config, ConfigError
 from data import DataError, Dataset, load_dataset
-from launch.jobs import CellJob, ModelJob, file_state
+from launch.jobs import CellJob, ModelJob, cell_clash, file_state
 from main import resolve_device, run_seed, split_for_seed
 from models.cache import cache_lock
 from models.original import original_key, original_model
@@ -87,8 +87,6 @@ def other_settings(job: Job) -> str | None:
         return None
     if not isinstance(stored, dict):
         return None
-    from reproduce import cell_clash  # here: reproduce imports this package
-
     changed = cell_clash(stored, job.cfg, str(job.header["method"]))
     return (f"{job.label}: written meanwhile by a run with other settings ({', '.join(changed[:4])}); "
             f"left as it is: use another out_dir for these settings") if changed else None
