@@ -82,7 +82,8 @@ def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: P
     for line in est.unknown:
         log(f"  no measure for {line}: not counted")
     for m in to_train[:SHOWN]:
-        log(f"  to train: {m.path.name} ({m.kind}, for {len(m.cells)} cells, e.g. {m.cells[0]})")
+        for_cells = f"for {len(m.cells)} cells, e.g. {m.cells[0]}" if len(m.cells) > 1 else f"for {m.cells[0]}"
+        log(f"  to train: {m.path.name} ({m.kind}, {for_cells})")
     if len(to_train) > SHOWN:
         log(f"  ... and {len(to_train) - SHOWN} more models to train")
 

@@ -143,6 +143,11 @@ def test_dry_run_reports_the_plan_and_writes_nothing(submitted, tmp_path, data_r
     assert status == 0 and not fresh.exists(), log
     assert "retrain models (for the cells to compute): 1 needed, 0 stored, 1 to train" in log
     assert "stage models: 2 items in 2 jobs" in log and "stage cells: 4 items in 2 jobs" in log
+    assert re.search(r"to train: retrain-mnist-\w+\.pt \(retrain, for 4 cells, e\.g\. mnist-class camu seed 0\)", log)
+    status, log = _run([*GRID, f"--data_root={data_root}", f"--out_dir={fresh}", "--dry-run", "--scenarios=random",
+                        "--methods=camu", "--seeds=0"])
+    assert status == 0 and re.search(r"to train: retrain-mnist-\w+\.pt \(retrain, for mnist-random camu seed 0\)",
+                                     log), log
 
 
 def test_killed_workers_leave_no_partial_file_and_a_rerun_computes_only_the_rest(submitted, tmp_path, data_root):
