@@ -926,6 +926,8 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     if args and args[0].startswith("-") and not args[0].startswith("--"):
         raise ConfigError(f"argument {args[0]!r}: expected --key=value (two dashes) or a preset file")
     if args and not args[0].startswith("--"):
+        if "=" in args[0] and not Path(args[0]).exists():  # `seeds=0`: an override without its dashes
+            raise ConfigError(f"argument {args[0]!r}: expected --key=value (two dashes: --{args[0]}) or a preset file")
         preset = Path(args.pop(0))
         values = read_yaml(preset, "preset")
         cfg = apply_overrides(cfg, values, source=str(preset))

@@ -208,8 +208,11 @@ def _open(name: str, root: Path, train: bool, download: bool, verify: bool = Tru
             raise DataError(f"{name}: the files in {root / folder} are there but cannot be read ({reason}); "
                             "a partial or damaged copy: replace it") from None
         _remove_if_empty(made)  # a failed download leaves no empty folder behind to be taken for data
-        how = "download failed" if download else "download is off"
-        raise DataError(f"{name}: files not found in {root / folder} (expected {files}); {how} ({reason}); "
+        how = f"download failed ({reason})" if download else "download is off"  # torchvision's own words
+        missing = _missing_files(name, root)  # ("use download=True") name no key of ours when it is off
+        what = (f"files not found in {root / folder} (expected {files})" if len(missing) == len(_file_names(name))
+                else f"{', '.join(missing)} not found in {root / folder} (the other files are there)")
+        raise DataError(f"{name}: {what}; {how}; "
                         "point --data_root (or CAMU_DATA_ROOT) at a folder that holds them") from None
 
 
@@ -233,10 +236,19 @@ def _remove_if_empty(folders: list[Path]) -> None:
             return
 
 
-def _all_present(name: str, root: Path) -> bool:
+def _file_names(name: str) -> list[str]:
+    """Every file torchvision reads for ``name``."""
+    return [f for f, _ in _cifar_files(_torchvision_class(name))] if name.startswith("cifar") \
+        else list(MNIST_FAMILY_MD5[name])
+
+
+def _missing_files(name: str, root: Path) -> list[str]:
     folder = root / EXPECTED_FILES[name][0]
-    names = _cifar_files(_torchvision_class(name)) if name.startswith("cifar") else MNIST_FAMILY_MD5[name].items()
-    return all((folder / f).is_file() for f, _ in names)
+    return [f for f in _file_names(name) if not (folder / f).is_file()]
+
+
+def _all_present(name: str, root: Path) -> bool:
+    return not _missing_files(name, root)
 
 
 def _to_imageset(ds: VisionDataset, limit: int, device: torch.device) -> ImageSet:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data import DataError
 from launch.estimate import Estimate, estimate
 from launch.jobs import CellJob, ModelJob, model_jobs, worker_device
 from launch.local import run_local
@@ -59,7 +60,10 @@ def run(cells: list[CellJob], options: LaunchOptions, out_dir: Path, log: Callab
 def dry_run(cells: list[CellJob], total: int, options: LaunchOptions, out_dir: Path,
             log: Callable[[str], None] = print) -> None:
     """The plan, its jobs per stage and its device-hours; reads the data's labels, writes nothing."""
-    plan, models = stages(cells, options, download=False)
+    try:
+        plan, models = stages(cells, options, download=False)
+    except DataError as exc:  # the user's download=true does not hold here
+        raise DataError(f"dry run (it downloads nothing): {exc}") from None
     to_train = plan[0][1]
     where = (f"submitit ({options.slurm.submitit_cluster})" if options.launcher == "submitit"
              else f"local, {options.workers} worker{'s' if options.workers > 1 else ''}")

@@ -143,7 +143,7 @@ def test_forget_class_range_depends_on_dataset():
     (["--seeds=1,1"], "seeds"),
     (["--batch_size=0"], "batch_size"),
     (["--seeds", "1"], "--seeds"),
-    (["seeds=1"], "seeds=1"),  # first positional is a preset path that does not exist
+    (["seeds=1"], "'seeds=1': expected --key=value (two dashes: --seeds=1)"),  # was 'preset file does not exist'
     (["-seeds=1"], "expected --key=value (two dashes)"),  # was read as a preset named '-seeds=1'
     (["--seeds=1", "configs/mnist_class.yaml"], "configs/mnist_class.yaml"),
     (["does/not/exist.yaml"], "does/not/exist.yaml"),

@@ -105,6 +105,11 @@ def test_a_failed_download_says_why_in_one_line_and_leaves_no_empty_folder(tmp_p
 def test_a_missing_file_is_still_named_as_missing(data_root, tmp_path):
     root = _copy(data_root, tmp_path, "", lambda content: content)
     (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(DataError, match="files not found"):
+    with pytest.raises(DataError) as info:
         load_dataset("mnist", root, download=False)
+    assert str(info.value).startswith("mnist: t10k-labels-idx1-ubyte not found in ") and \
+        "(the other files are there); download is off; point --data_root" in str(info.value)
+    assert "download=True" not in str(info.value)  # torchvision's advice names no key of ours
     shutil.rmtree(root)
+    with pytest.raises(DataError, match=r"mnist: files not found in .* \(expected train-images-idx3-ubyte, "):
+        load_dataset("mnist", tmp_path / "none", download=False)

@@ -454,6 +454,14 @@ def test_a_cell_missing_an_optional_file_fails_in_one_line_and_the_others_run(da
     assert "Traceback" not in err and err.count(f"{missing} cannot be read") == 1  # only the closing failed: line
 
 
+def test_a_dry_run_without_the_data_says_it_downloads_nothing(tmp_path, capsys):
+    """The user's download=true does not hold in a dry run: its data error says so."""
+    status = reproduce.main([*GRID, f"--data_root={tmp_path / 'none'}", f"--out_dir={tmp_path / 'out'}", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and "\n" not in err and not (tmp_path / "out").exists()
+    assert err.startswith("data error: dry run (it downloads nothing): mnist: files not found in "), err
+
+
 def test_a_sweep_whose_every_cell_would_fail_stops_before_training(data_root, tmp_path, capsys):
     """Only concept cells, and the clip bank's words file missing: one line, and no model trained (a CIFAR concept
     sweep would otherwise train a ResNet-50 original and its retrained model first)."""
