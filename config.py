@@ -919,10 +919,11 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
 
     Layers, last wins: defaults, the preset, the tuned file (``tuned=true``; found from the
     dataset, scenario and method that preset and overrides select), the overrides.
-    With ``echo`` each layer is printed, so the log shows what changed.
+    With ``echo`` each layer is printed once the result is valid, so the log shows what changed (and a
+    config error is its one line alone).
     """
     cfg = base if base is not None else Config()
-    args = list(argv)
+    args, shown = list(argv), []
     if args and args[0].startswith("-") and not args[0].startswith("--"):
         raise ConfigError(f"argument {args[0]!r}: expected --key=value (two dashes) or a preset file")
     if args and not args[0].startswith("--"):
@@ -931,8 +932,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
         preset = Path(args.pop(0))
         values = read_yaml(preset, "preset")
         cfg = apply_overrides(cfg, values, source=str(preset))
-        if echo:
-            print(f"preset {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        shown.append(f"preset {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     overrides = {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
@@ -947,13 +947,11 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     tune_seeds: tuple[int, ...] = ()
     if probe.tuned:
         cfg, tune_seeds, tuned_values = _layer_tuned(cfg, probe)
-        if echo and cfg.tuned_file:  # the keys as the preset line shows its own
-            print(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...): "
-                  + ", ".join(f"{k}={v}" for k, v in tuned_values.items()))
+        if cfg.tuned_file:  # the keys as the preset line shows its own
+            shown.append(f"tuned {cfg.tuned_file} (sha256 {cfg.tuned_sha256[:12]}...): "
+                         + ", ".join(f"{k}={v}" for k, v in tuned_values.items()))
     cfg = apply_overrides(cfg, overrides)
-    if echo:
-        for key in overrides:
-            print(f"override {key} = {getattr(cfg, key)!r}")
+    shown += [f"override {key} = {getattr(cfg, key)!r}" for key in overrides]
     if cfg.tuned_file:
         overlap = sorted(set(cfg.seeds) & set(tune_seeds))
         if overlap:
@@ -961,8 +959,11 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
     cfg = validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg)))
-    if echo and (warning := tuned_on_warning(cfg)):  # tuned on other data: allowed, never unsaid
-        print(warning, file=sys.stderr)
+    if echo:  # once the config holds: a bad one is its error line alone
+        for line in shown:
+            print(line)
+        if warning := tuned_on_warning(cfg):  # tuned on other data: allowed, never unsaid
+            print(warning, file=sys.stderr)
     return cfg
 
 

@@ -163,7 +163,7 @@ def parse_plan(argv: list[str]) -> Plan:
             table_only = True
             continue
         if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"argument {arg!r}: expected --key=value or --table-only")
+            raise ConfigError(f"argument {arg!r}: expected --key=value or a flag (--table-only, --dry-run, --wait)")
         key, value = arg[2:].split("=", 1)
         if key == "out_dir":
             out_dir = value

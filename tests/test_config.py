@@ -346,6 +346,19 @@ def test_main_seed_typo_exits_2_with_one_line(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_bad_value_is_its_error_line_alone_and_a_good_config_shows_its_layers(tmp_path, capsys):
+    """The preset and override lines were printed before the error, two lines for a one-line mistake."""
+    import main
+
+    with pytest.raises(SystemExit):
+        main.main(["configs/mnist_class.yaml", "--seeds=0", "--dataset=mnst", f"--out_dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert out == "" and err == "config error: dataset: 'mnst' is not one of mnist, fashion_mnist, cifar10, cifar100\n"
+    parse_args(["configs/mnist_class.yaml", "--seeds=0"], echo=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("preset configs/mnist_class.yaml: ") and lines[1:] == ["override seeds = [0]"]
+
+
 def test_both_help_flags_and_only_they_ask_for_help():
     assert wants_help(["-h"]) and wants_help(["x.yaml", "--help"])
     assert not wants_help(["--helpful=1"]) and not wants_help([])

@@ -314,7 +314,9 @@ def test_the_cells_array_keeps_a_dependency_of_the_user_s_own_beside_the_stage_o
 
 @pytest.mark.parametrize("bad, says", [(["--slurm_partition=gpu"], "slurm_partition: only with --launcher=submitit"),
                                        (["--table-only", "--dry-run"], "--table-only computes nothing"),
-                                       (["--table-only", "--workers=2"], "--table-only computes nothing")])
+                                       (["--table-only", "--workers=2"], "--table-only computes nothing"),
+                                       (["--bogus"], "'--bogus': expected --key=value or a flag (--table-only, "
+                                                     "--dry-run, --wait)")])
 def test_launch_flags_that_would_be_ignored_are_refused(bad, says, tmp_path, capsys):
     assert reproduce.main([*bad, "--datasets=mnist", f"--out_dir={tmp_path / 'sweep'}"]) == 2
     err = capsys.readouterr().err.strip()
