@@ -256,7 +256,8 @@ def test_verify_data_false_loads_a_modified_copy(tmp_path, name, writer, capsys)
 def test_missing_cifar_files_are_named(tmp_path):
     write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="files not found"):
+    with pytest.raises(DataError, match=r"cifar10: data_batch_3 not found in .*cifar-10-batches-py \(the other files "
+                                         r"are there\); download is off"):
         load_dataset("cifar10", tmp_path, download=False, verify=False)
 
 
