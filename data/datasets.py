@@ -208,8 +208,9 @@ def _open(name: str, root: Path, train: bool, download: bool, verify: bool = Tru
             raise DataError(f"{name}: the files in {root / folder} are there but cannot be read ({reason}); "
                             "a partial or damaged copy: replace it") from None
         _remove_if_empty(made)  # a failed download leaves no empty folder behind to be taken for data
-        how = f"download failed ({reason})" if download else "download is off"  # torchvision's own words
-        missing = _missing_files(name, root)  # ("use download=True") name no key of ours when it is off
+        # with download off, torchvision's reason ("You can use download=True ...") names no key of ours
+        how = f"download failed ({reason})" if download else "download is off"
+        missing = _missing_files(name, root)
         what = (f"files not found in {root / folder} (expected {files})" if len(missing) == len(_file_names(name))
                 else f"{', '.join(missing)} not found in {root / folder} (the other files are there)")
         raise DataError(f"{name}: {what}; {how}; "
