@@ -436,8 +436,11 @@ def check_keys(args: list[str], flags: Collection[str]) -> None:
     types = _field_types()
     for arg in args:
         key = arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
-        if key in flags and key not in types:  # the command took its valued flags already: a bare one, given a value
-            raise ConfigError(f"--{key}: takes no value (give --{key} alone)")
+        # the command took its valued flags already: one left here is a bare flag given a value (--dry_run
+        # too, the spelling the bare flag also accepts)
+        bare = key if key in flags or key is None else key.replace("_", "-")
+        if bare in flags and bare not in types:
+            raise ConfigError(f"--{key}: takes no value (give --{bare} alone)")
         if key is not None and key not in types:
             raise ConfigError(unknown_key_message(key, [*types, *(f for f in flags if f not in types)],
                                                   what="flag or config key"))

@@ -325,14 +325,17 @@ def test_a_typo_of_a_command_s_own_flag_is_offered_that_flag(command, typo, mean
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag", ["--wait=true", "--dry-run=1", "--table-only=yes"])
+@pytest.mark.parametrize("flag", ["--wait=true", "--dry-run=1", "--table-only=yes", "--dry_run=true",
+                                  "--table_only=1"])
 def test_a_bare_flag_given_a_value_says_so(flag, tmp_path, capsys):
-    """``--wait=true`` was 'unknown config key 'wait'; did you mean 'wait'?'."""
+    """``--wait=true`` was 'unknown config key 'wait'; did you mean 'wait'?', and ``--dry_run=true`` (the
+    bare ``--dry_run`` is accepted) 'did you mean 'dry-run'?'."""
     import reproduce
 
     assert reproduce.main([flag, f"--out_dir={tmp_path / 'out'}"]) == 2
     name = flag[2:].split("=")[0]
-    assert capsys.readouterr().err.strip() == f"config error: --{name}: takes no value (give --{name} alone)"
+    said = f"config error: --{name}: takes no value (give --{name.replace('_', '-')} alone)"
+    assert capsys.readouterr().err.strip() == said
 
 
 def test_main_seed_typo_exits_2_with_one_line(tmp_path, capsys):
