@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import math
 import os
@@ -854,6 +855,15 @@ def recorded_tuned_on(text: str) -> dict[str, Any]:
     return _json_mapping(provenance(text, "tuned on"))
 
 
+@functools.cache
+def _preset_tuned_against(path: str, mtime_ns: int | None, dataset: str,
+                          scenario: str) -> tuple[tuple[str, Any], ...]:
+    """``tuned_against`` of a scenario preset as it stands (``mtime_ns``; None: no such preset, the dataset and
+    scenario defaults), parsed once per process: a sweep asks for it once per method of the scenario."""
+    preset = parse_args([path]) if mtime_ns is not None else Config(dataset=dataset, scenario=scenario)
+    return tuple(tuned_against(preset).items())
+
+
 def tuned_on_differences(text: str, cfg: Config) -> list[str]:
     """``KEY=recorded (here current)`` for each ``TUNED_AGAINST`` value a tuned file's text records otherwise
     than ``cfg`` has it. A file without a readable ``# tuned on:`` line (every committed one: they predate it,
@@ -863,9 +873,8 @@ def tuned_on_differences(text: str, cfg: Config) -> list[str]:
     theirs = recorded_tuned_on(text)
     if not theirs:
         path = HERE / scenario_preset(cfg)
-        preset = (parse_args([str(path)]) if path.is_file()
-                  else Config(dataset=cfg.dataset, scenario=cfg.scenario, method=cfg.method))
-        theirs = tuned_against(preset)
+        mtime = path.stat().st_mtime_ns if path.is_file() else None
+        theirs = dict(_preset_tuned_against(str(path), mtime, cfg.dataset, cfg.scenario))
     mine = tuned_against(cfg)
     return [f"{k}={theirs[k]!r} (here {mine[k]!r})" for k in mine if k in theirs and theirs[k] != mine[k]]
 
