@@ -125,14 +125,13 @@ def _differ(files: list[str]) -> str:
 
 def _check_cifar(name: str, root: Path) -> None:
     """Say what is true of a CIFAR folder whose files are there but are not the originals."""
-    folder = root / EXPECTED_FILES[name][0]
-    files = _cifar_files(_torchvision_class(name))
-    present = [f for f, _ in files if (folder / f).is_file()]
-    if len(present) < len(files):
+    if _missing_files(name, root):
         return  # missing files: torchvision's own path (download, or the not-found message) applies
     from torchvision.datasets import cifar as tv_cifar
 
-    differ = [f for f, md5 in files if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
+    folder = root / EXPECTED_FILES[name][0]
+    differ = [f for f, md5 in _cifar_files(_torchvision_class(name))
+              if not tv_cifar.check_integrity(str(folder / f), md5)]  # CIFAR's own check
     if differ:
         raise DataError(f"{name}: all files are present in {folder}, but {_differ(differ)} from torchvision's "
                         "checksums of the originals (a modified, re-pickled or partial copy); "
