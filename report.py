@@ -348,10 +348,14 @@ def load_studies(folder: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
 
 
 def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scenario: str,
-                 studies: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
+                 studies: dict[tuple[str, str, str], dict[str, Any]],
+                 tuned_configs: dict[str, list[dict[str, Any]]] | None = None) -> str | None:
     """Markdown: published against tuned, per method, on the reported seeds, with the two checks tuning must pass
     (tuned avg_gap at most the published one; tuned D_t at most 5 points below the retrained model's) and the
-    study each tuned row came from. ``by_method``: one scenario's rows (``group_cells``), gaps filled."""
+    study each tuned row came from. ``by_method``: one scenario's rows (``group_cells``), gaps filled.
+    ``tuned_configs``: method -> the stored configs of its tuned cells; a study whose best keys are not the
+    ones those cells ran (a stale summary, another objective's study) says so beside its keys, since the
+    row's numbers are not that trial's."""
     tuned_methods = sorted({name[:-len(TUNED)] for name in by_method if name.endswith(TUNED)}
                            | {m for (d, s, m) in studies if (d, s) == (dataset, scenario)})
     if not tuned_methods:
@@ -379,8 +383,10 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
             provenance = (f"{finished} ({study['failed']}, {study.get('pruned', 0)}), "
                           + ("-" if value is None else f"{value:.2f}")
                           + ("" if objective == "avg_gap" else f" ({objective})"))
-            keys = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in (best.get("params") or {}).items()) or "-"
+            params = best.get("params") or {}
+            keys = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
+            if any(k in c and c[k] != v for c in (tuned_configs or {}).get(method, []) for k, v in params.items()):
+                keys += " (not the keys the tuned cells ran)"
         name = f"{method} {OWN_REFERENCE}" if method in marked else method
         lines.append(f"| {name} | {_fmt(pub_gap, '')} | {_fmt(tun_gap, '')} | {len(pub)}/{len(tun)} | {better} | "
                      f"{_fmt(tun_dt, 'test_acc')} | {_fmt(short, '')} | {within} | {provenance} | {keys} |")
@@ -419,7 +425,12 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         gap_md = gap_table(by_method, scenario)
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
-        tuning_md = tuning_table(by_method, dataset, scenario, studies or {})
+        tuned_configs: dict[str, list[dict[str, Any]]] = {}
+        for c in cells:
+            if (c["dataset"], c["scenario"]) == (dataset, scenario) and not c.get("variant") \
+                    and (c.get("config") or {}).get("tuned"):
+                tuned_configs.setdefault(c["method"], []).append(c["config"])
+        tuning_md = tuning_table(by_method, dataset, scenario, studies or {}, tuned_configs)
         if tuning_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-tuning.md", tuning_md.encode()))
         concept_md = concept_table(cells, dataset, scenario)

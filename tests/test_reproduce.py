@@ -385,7 +385,7 @@ def test_relearn_finetunes_a_copy_and_records_the_gap(mnist_small, small_cfg):
 def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_path):
     def cell(method: str, seed: int, tuned: bool, gap: float, test: float) -> dict:
         return {"dataset": "mnist", "scenario": "random", "method": method, "seed": seed,
-                "config": {"tuned": tuned},
+                "config": {"tuned": tuned, **({"neggrad_lr": 0.0001, "neggrad_epochs": 3} if tuned else {})},
                 "row": {"seed": seed, "remain_acc": 99.0, "forget_acc": 98.0, "test_acc": test, "mia": 0.5,
                         "unlearn_time_s": 1.0, "avg_gap": gap,
                         "gap": {"forget_acc": gap, "remain_acc": gap, "test_acc": gap, "mia": 0.0}}}
@@ -406,6 +406,11 @@ def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_pa
     assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | 95.50 | 3.00 | yes | 30 (1, 0), 1.50 | "
                         "neggrad_lr=0.0001, neggrad_epochs=3 |")
     assert lines[3] == "| ssd | 1.00 | 3.00 | 2/1 | **no** | 80.00 | 18.50 | **no** | - | - |"
+    study["best"]["params"]["neggrad_epochs"] = 4  # a summary whose best is not what the tuned cells ran
+    write_tables(cells, tmp_path / "stale", ["retrain", "neggrad", "ssd"],
+                 {("mnist", "random", "neggrad"): study})
+    stale = (tmp_path / "stale" / "mnist-random-tuning.md").read_text().splitlines()[2]
+    assert stale.endswith("neggrad_lr=0.0001, neggrad_epochs=4 (not the keys the tuned cells ran) |")
     assert "Published against tuned" in (tmp_path / "tables" / "tables.md").read_text()
     write_tables(cells[:4], tmp_path / "plain", ["retrain", "neggrad"])  # no tuned row, no study: no table
     assert not (tmp_path / "plain" / "mnist-random-tuning.md").exists()
