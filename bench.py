@@ -243,7 +243,7 @@ def bench(cfg: Config, out_path: str, time_release_epoch: bool) -> int:
         mine, theirs = phases["train_epoch_s"], phases["release_style_epoch_s"]
         print(f"this run, one training epoch written the release's way (per-sample transforms in a DataLoader, "
               f"default layout, torch.optim.Adam): {theirs:.3f} s; camu's {mine:.3f} s: {theirs / mine:.2f}x"
-              + (" (one timing each, on a slice: a few seconds swing with the machine's load; the full data "
+              + (" (one timing each, on a slice: it can swing several-fold with the machine's load; the full data "
                  "is steadier)" if cfg.train_limit else ""))
     print(out_path)
     return 0
