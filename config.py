@@ -934,6 +934,25 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
     With ``echo`` each layer is printed once the result is valid, so the log shows what changed (and a
     config error is its one line alone).
     """
+    cfg, shown = parse_layers(argv, base)
+    if echo:
+        print_layers(cfg, shown)
+    return cfg
+
+
+def print_layers(cfg: Config, shown: list[str]) -> None:
+    """The layers ``parse_layers`` read, one line each, and the warning for a file tuned on other data. A command
+    with checks of its own after the config's (tune.py) prints them once those hold too, so that a refused
+    command is its error line alone."""
+    for line in shown:
+        print(line)
+    if warning := tuned_on_warning(cfg):  # tuned on other data: allowed, never unsaid
+        print(warning, file=sys.stderr)
+
+
+def parse_layers(argv: list[str], base: Config | None = None) -> tuple[Config, list[str]]:
+    """``parse_args`` without the printing: the validated Config and one line per layer (preset, tuned file,
+    each override) for ``print_layers``."""
     cfg = base if base is not None else Config()
     args, shown = list(argv), []
     if args and args[0].startswith("-") and not args[0].startswith("--"):
@@ -970,13 +989,7 @@ def parse_args(argv: list[str], base: Config | None = None, echo: bool = False) 
             were = "was a tune seed" if len(overlap) == 1 else "were tune seeds"
             raise ConfigError(f"seeds: {','.join(map(str, overlap))} {were} of {cfg.tuned_file}; report on seeds "
                               "its study did not see")
-    cfg = validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg)))
-    if echo:  # once the config holds: a bad one is its error line alone
-        for line in shown:
-            print(line)
-        if warning := tuned_on_warning(cfg):  # tuned on other data: allowed, never unsaid
-            print(warning, file=sys.stderr)
-    return cfg
+    return validate(dataclasses.replace(cfg, concept_words_sha256=words_sha256(cfg))), shown
 
 
 def words_sha256(cfg: Config) -> str:

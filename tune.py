@@ -40,7 +40,8 @@ from config import (
     changed_keys,
     check_keys,
     help_text,
-    parse_args,
+    parse_layers,
+    print_layers,
     provenance,
     read_yaml,
     shown_changes,
@@ -159,7 +160,7 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
             rest.append(arg)
     opts = TuneOptions(**own)
     check_keys(rest, ("trials", "tune_seeds", "sampler_seed", "prune", "from_summary", "objective"))
-    cfg = parse_args(rest, echo=True)
+    cfg, shown = parse_layers(rest)  # its lines printed once tune.py's own checks hold too
     if not method_named(rest):
         raise ConfigError(f"method: name the method to tune with --method=M (one of {', '.join(SEARCH_SPACES)})")
     if cfg.method not in SEARCH_SPACES:
@@ -181,15 +182,16 @@ def parse_tune_args(argv: list[str]) -> tuple[TuneOptions, Config]:
         raise ConfigError(f"tune_seeds: {','.join(map(str, overlap))} also in seeds (the reported seeds "
                           f"{','.join(map(str, cfg.seeds))}); tuning must use other splits")
     refuse_replacing_other_data(cfg)  # also a file naming this study: its database may be gone, or elsewhere
-    replacing = other_studys_file(cfg, opts)
-    if replacing:
-        print(replacing, file=sys.stderr)
     space, published = SEARCH_SPACES[cfg.method], published_params(cfg)
     for key in outside_space(published, cfg.method):  # queued as a trial: Optuna refuses a choice outside
         if space[key].kind == "categorical":  # (numbers it runs as given)
             raise ConfigError(f"{key}: {published[key]!r} is not one of the search space's choices "
                               f"({', '.join(map(str, space[key].choices))}); the configured setting is tried "
                               "as a trial, so give one of them")
+    print_layers(cfg, shown)
+    replacing = other_studys_file(cfg, opts)
+    if replacing:
+        print(replacing, file=sys.stderr)
     return opts, cfg
 
 

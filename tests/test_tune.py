@@ -289,8 +289,10 @@ def test_tune_seeds_overlapping_reported_seeds_exit_2(data_root: Path, tmp_path:
     out = tmp_path / "runs"
     argv = _argv(data_root, out, tmp_path / "tuned", "scrub", "--seeds=0,1,100", "--tune_seeds=100,101")
     assert tune.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    said = capsys.readouterr()
+    err = said.err.strip().splitlines()
     assert len(err) == 1 and "tune_seeds: 100" in err[0]
+    assert said.out == ""  # the preset and override lines come only once tune.py's own checks hold too
     assert not out.exists() and not (tmp_path / "tuned").exists()
     assert tune.main(_argv(data_root, out, tmp_path / "tuned", "retrain")) == 2  # nothing to tune
     assert not out.exists()
