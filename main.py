@@ -112,7 +112,15 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int,
     t0 = time.perf_counter()
     split = split_for_seed(cfg, data.train.labels, seed)
     split_s = time.perf_counter() - t0
-    model = Runtime.from_config(cfg, device).copy(original)  # compiled again when compile is on
+    runtime = Runtime.from_config(cfg, device)
+    warm_up_s = None
+    if runtime.needs_warm_up(device):  # the process's first kernels / a compile: not the method's time
+        t0 = time.perf_counter()
+        x = data.inputs(data.train.images[:cfg.batch_size], train=True, gen=generator(seed, "warm-up/augment"))
+        runtime.warm_up(original, x)
+        sync(device)
+        warm_up_s = time.perf_counter() - t0
+    model = runtime.copy(original)  # compiled again when compile is on
     sync(device)
     t0 = time.perf_counter()
     task = UnlearnTask(data, split, seed)
@@ -138,7 +146,8 @@ def run_seed(cfg: Config, data: Dataset, original: nn.Module, seed: int,
         row["relearn"] = relearn(model, data, split, cfg, seed)
     seed_meta = {"seed": seed, "split_s": split_s, "eval_s": eval_s, "retrain_compare_s": compare_s,
                  "forget": len(split.forget), "remain": len(split.remain), "sample": len(split.sample),
-                 "weights_finite": weights_finite, "traces": traces}
+                 "weights_finite": weights_finite, "traces": traces,
+                 **({} if warm_up_s is None else {"warm_up_s": warm_up_s})}
     return row, seed_meta, split
 
 

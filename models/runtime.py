@@ -86,6 +86,27 @@ class Runtime:
     def adam(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if self.fused_adam else None)
 
+    def needs_warm_up(self, device: torch.device | str) -> bool:
+        """Whether the first training step in this process costs far more than the next ones: on CUDA the first
+        kernels create the cuBLAS / cuDNN handles and load their libraries and kernels (seconds on an H100),
+        and a compiled copy's first call compiles. On the CPU in eager mode it is tens of milliseconds."""
+        return torch.device(device).type == "cuda" or self.compile != "off"
+
+    def warm_up(self, model: nn.Module, x: torch.Tensor) -> None:
+        """One training step (forward, backward, this runtime's Adam at lr 0) of a throwaway copy of ``model`` on
+        ``x``, so that those one-off costs fall outside a timed unlearning. ``model`` is not touched and no
+        random stream moves (the CPU's and ``x``'s device's are forked), so the numbers that follow are the
+        same with or without it."""
+        device = x.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            clone = self.copy(model).train()
+            opt = self.adam(clone.parameters(), lr=0.0, weight_decay=0.0)
+            with self.autocast(device):
+                out = clone(x)
+            parts = out if isinstance(out, (tuple, list)) else (out,)
+            sum(t.float().mean() for t in parts).backward()
+            opt.step()
+
 
 @contextmanager
 def eager(model: nn.Module) -> Iterator[nn.Module]:

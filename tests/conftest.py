@@ -44,6 +44,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         terminalreporter.write_line(f"{len(ours)} data tests skipped: {_mnist()[1]}", yellow=True, bold=True)
 
 
+@pytest.fixture(autouse=True)
+def _determinism_restored() -> Iterator[None]:
+    """A run with ``deterministic: true`` switches torch's process-wide flags (deterministic algorithms, cuDNN,
+    TF32); the next test starts from the flags this one started with, whatever it ran."""
+    from models import runtime
+
+    flags = runtime._determinism_flags()
+    yield
+    runtime._set_determinism_flags(flags)
+
+
 @pytest.fixture(scope="session")
 def mnist_small(data_root: Path):
     """The first 3000 training and 1000 test samples of MNIST, on the CPU."""

@@ -145,12 +145,33 @@ def test_the_copy_being_unlearned_is_compiled(small_cfg, mnist_small, monkeypatc
 
     monkeypatch.setattr(main, "get_method", lambda name: method)
     monkeypatch.setattr(main, "evaluate", lambda *a, **k: {"remain_acc": 0.0})
+    monkeypatch.setattr(runtime.Runtime, "warm_up", lambda self, model, x: seen.update(warmed=self.compile))
     original = torch.nn.Sequential(torch.nn.Linear(2, 2))
     original.compile()  # as Runtime.prepare leaves the original
     for mode, compiled in (("default", True), ("off", False)):
+        seen.pop("warmed", None)
         cfg = validate(dataclasses.replace(small_cfg, compile=mode, compare_retrain=False))
-        main.run_seed(cfg, mnist_small, original, 0)
+        _, seed_meta, _ = main.run_seed(cfg, mnist_small, original, 0)
         assert seen["unlearned"] is compiled
+        assert seen.get("warmed") == (mode if compiled else None)  # a compile's first call falls outside the time
+        assert ("warm_up_s" in seed_meta) is compiled
+
+
+def test_the_warm_up_step_changes_no_number(small_cfg, mnist_small, monkeypatch):
+    """On CUDA (or compiled) a throwaway copy takes one training step before the timed unlearning: the original,
+    the random streams and so every metric stay as they were without it."""
+    from models.original import original_model
+
+    cfg = validate(dataclasses.replace(small_cfg, compare_retrain=False, relearn=False))
+    original, _ = original_model(cfg, mnist_small)
+    before = [t.detach().clone() for t in original.state_dict().values()]
+    plain_row, plain_meta, _ = main.run_seed(cfg, mnist_small, original, 0)
+    monkeypatch.setattr(runtime.Runtime, "needs_warm_up", lambda self, device: True)
+    warm_row, warm_meta, _ = main.run_seed(cfg, mnist_small, original, 0)
+    assert "warm_up_s" not in plain_meta and warm_meta["warm_up_s"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, original.state_dict().values(), strict=True))
+    plain_row.pop("unlearn_time_s"), warm_row.pop("unlearn_time_s")
+    assert warm_row == plain_row
 
 
 def test_bad_teacher_forks_the_device_generators(monkeypatch):
