@@ -362,9 +362,10 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
         return None
     retrain_dt = summarize(by_method.get("retrain", []), ("test_acc",))[0]["test_acc"]
     marked = {name.removesuffix(TUNED) for name in own_reference(by_method)}
-    lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | tuned D_t | "
+    lines = ["| method | published avg gap | tuned avg gap | seeds (pub/tuned) | tuned <= published | "
+             "tuned - published, paired | tuned D_t | "
              "D_t below retrain | within 5 pts | study: trials (failed, pruned), best objective | tuned keys |",
-             "|---|---:|---:|---:|:---:|---:|---:|:---:|---|---|"]
+             "|---|---:|---:|---:|:---:|---:|---:|---:|:---:|---|---|"]
     for method in tuned_methods:
         pub, tun = by_method.get(method, []), by_method.get(method + TUNED, [])
         pub_gap = summarize(pub, ("avg_gap",))[0]["avg_gap"]
@@ -389,9 +390,32 @@ def tuning_table(by_method: dict[str, list[dict[str, Any]]], dataset: str, scena
                 keys += " (not the keys the tuned cells ran)"
         name = f"{method} {OWN_REFERENCE}" if method in marked else method
         lines.append(f"| {name} | {_fmt(pub_gap, '')} | {_fmt(tun_gap, '')} | {len(pub)}/{len(tun)} | {better} | "
+                     f"{paired_difference(pub, tun)} | "
                      f"{_fmt(tun_dt, 'test_acc')} | {_fmt(short, '')} | {within} | {provenance} | {keys} |")
-    return "\n".join(lines) + "\n" + (f"\n{OWN_REFERENCE_NOTE} D_t below retrain: against the `retrain` row.\n"
-                                      if marked & set(tuned_methods) else "")
+    return "\n".join(lines) + "\n" + PAIRED_NOTE + (
+        f"\n{OWN_REFERENCE_NOTE} D_t below retrain: against the `retrain` row.\n"
+        if marked & set(tuned_methods) else "")
+
+
+PAIRED_NOTE = ("\ntuned - published, paired: the mean over the seeds both rows ran of the per-seed avg gap difference "
+               "(each seed is one split for both rows), ± its standard error; a difference within about two standard "
+               "errors is not one the seeds can tell apart.\n")
+
+
+def paired_difference(published: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> str:
+    """The tuned row's avg_gap minus the published row's, seed by seed, as ``mean ± standard error`` ('-' with
+    fewer than two seeds both rows ran with finite gaps): rows on the same splits are compared on them, so
+    the split-to-split spread that both share drops out."""
+    from eval.gaps import stored_number
+
+    theirs = {r.get("seed"): stored_number(r.get("avg_gap")) for r in published}
+    diffs = [stored_number(r.get("avg_gap")) - theirs[r.get("seed")] for r in tuned if r.get("seed") in theirs]
+    diffs = [d for d in diffs if math.isfinite(d)]
+    if len(diffs) < 2:
+        return "-"
+    mean = math.fsum(diffs) / len(diffs)
+    se = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    return f"{mean:+.2f} ± {se:.2f}"
 
 
 # Keys that shrink a run below the full protocol (data slices, a shorter original); their defaults are the

@@ -403,9 +403,9 @@ def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_pa
     assert list(studies) == [("mnist", "random", "neggrad")]
     write_tables(cells, tmp_path / "tables", ["retrain", "neggrad", "ssd"], studies)
     lines = (tmp_path / "tables" / "mnist-random-tuning.md").read_text().splitlines()
-    assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | 95.50 | 3.00 | yes | 30 (1, 0), 1.50 | "
-                        "neggrad_lr=0.0001, neggrad_epochs=3 |")
-    assert lines[3] == "| ssd | 1.00 | 3.00 | 2/1 | **no** | 80.00 | 18.50 | **no** | - | - |"
+    assert lines[2] == ("| neggrad | 10.50 | 2.00 | 2/2 | yes | -8.50 ± 0.50 | 95.50 | 3.00 | yes | 30 (1, 0), 1.50 | "
+                        "neggrad_lr=0.0001, neggrad_epochs=3 |")  # per seed 2 - 10 and 2 - 11
+    assert lines[3] == "| ssd | 1.00 | 3.00 | 2/1 | **no** | - | 80.00 | 18.50 | **no** | - | - |"  # one pair
     study["best"]["params"]["neggrad_epochs"] = 4  # a summary whose best is not what the tuned cells ran
     write_tables(cells, tmp_path / "stale", ["retrain", "neggrad", "ssd"],
                  {("mnist", "random", "neggrad"): study})
