@@ -144,6 +144,22 @@ def _set_determinism_flags(flags: tuple[bool, bool, bool, bool, bool]) -> None:
 TORCH_DETERMINISM = _determinism_flags()  # torch's own settings, as the process started with them
 
 
+_late_cublas_said = False
+
+
+def _say_late_cublas() -> None:
+    """Once per process: CUDA ran before deterministic mode was asked for (a notebook, a sweep's worker that ran
+    another config first), so cuBLAS may hold workspaces sized before the setting below; torch's own check
+    reads the variable when called and does not see that."""
+    global _late_cublas_said
+    _late_cublas_said = True
+    import sys
+
+    print("note: deterministic: true after CUDA had started in this process; cuBLAS may keep its earlier "
+          "workspaces: for bitwise repeats start the process with CUBLAS_WORKSPACE_CONFIG=:4096:8",
+          file=sys.stderr)
+
+
 def configure_determinism(deterministic: bool) -> None:
     """``deterministic: true``: deterministic kernels only, no cuDNN autotuning, no TF32.
 
@@ -155,6 +171,8 @@ def configure_determinism(deterministic: bool) -> None:
     if not deterministic:
         _set_determinism_flags(TORCH_DETERMINISM)
         return
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized() and not _late_cublas_said:
+        _say_late_cublas()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     _set_determinism_flags((True, False, True, False, False))
 

@@ -89,6 +89,20 @@ def test_deterministic_mode_and_what_ran_are_recorded(small_cfg):
     assert json.loads((cfg.run_dir / "results.json").read_text())["config"]["deterministic"] is True
 
 
+def test_deterministic_mode_after_cuda_started_says_so_once(monkeypatch, capsys):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "x")  # the test's own value, undone after it
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(runtime, "_late_cublas_said", False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    runtime.configure_determinism(True)
+    runtime.configure_determinism(True)  # a sweep's worker: once per process
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in err[0]
+    monkeypatch.setattr(runtime, "_late_cublas_said", False)
+    runtime.configure_determinism(True)  # the variable is set now (by the first call): nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_cache_records_and_reports_the_training_device(tmp_path):
     model = torch.nn.Linear(3, 2)
     lines = []
