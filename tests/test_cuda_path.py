@@ -256,3 +256,21 @@ def test_counterfactual_peak_memory_is_near_its_resident_size():
     assert proc.returncode == 0, proc.stderr
     ratio = float(proc.stdout.strip().splitlines()[-1])
     assert 0.9 <= ratio <= 1.3, ratio
+
+
+def test_the_gpu_check_script_parses_and_names_what_exists():
+    """.ci/gpu runs once per lent GPU, minutes at a time: a typo there would cost the whole loan."""
+    import re
+
+    from config import parse_args
+
+    script = ROOT / ".ci" / "gpu"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    named = re.findall(r"(?:tests|configs)/[\w/]+\.(?:py|yaml)", text)
+    assert named and all((ROOT / path).exists() for path in named), named
+    commands = re.findall(r"python main\.py ((?:[^\n]*\\\n)*[^\n]*)", text)
+    assert len(commands) == 4
+    for command in commands:
+        flags = [f for f in command.replace("\\\n", " ").split() if f.startswith("--") and "$" not in f]
+        parse_args(flags)  # each key it gives exists and takes that value
