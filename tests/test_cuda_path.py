@@ -176,7 +176,7 @@ def test_the_warm_up_step_changes_no_number(small_cfg, mnist_small, monkeypatch)
     the random streams and so every metric stay as they were without it."""
     from models.original import original_model
 
-    cfg = validate(dataclasses.replace(small_cfg, compare_retrain=False, relearn=False))
+    cfg = validate(dataclasses.replace(small_cfg, compare_retrain=False, relearn=False, unlearn_epochs=1))
     original, _ = original_model(cfg, mnist_small)
     before = [t.detach().clone() for t in original.state_dict().values()]
     plain_row, plain_meta, _ = main.run_seed(cfg, mnist_small, original, 0)
