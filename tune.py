@@ -555,9 +555,11 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         params = suggest(trial, space)
         rows, per_seed, times = [], [], []  # per_seed: each tune seed's avg_gap; times: its unlearning time
         objective_per_seed: list[float] = []  # salun_avg_gap: each tune seed's own (for the keep rule's noise)
+        seed_started = None
         try:
             trial_cfg = validate(dataclasses.replace(base, **params))
             for step, seed in enumerate(opts.tune_seeds):
+                seed_started = time.perf_counter()
                 row, seed_meta, _ = run_seed(trial_cfg, data, original, seed, references)
                 times.append(float(row["unlearn_time_s"]))  # on every trial, pruned and diverged ones too
                 trial.set_user_attr("unlearn_time_s", _mean(times))
@@ -582,6 +584,8 @@ def make_objective(cfg: Config, opts: TuneOptions, data: Any, original: Any, log
         except Exception as exc:  # the method (or a setting it refuses) broke: this trial failed, the study goes on
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             trial.set_user_attr("error", reason)
+            if not times and seed_started is not None:  # it raised in its first seed: the seconds until then
+                trial.set_user_attr("unlearn_time_s", time.perf_counter() - seed_started)
             log(f"trial {trial.number} failed: {reason}")
             return float("nan")
         scalars = {k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -353,17 +353,31 @@ def test_ctrl_c_names_the_study_that_keeps_the_finished_trials(data_root: Path, 
         assert logger.filter(value)  # once: a later trial of that number (another study) keeps its lines
 
 
-def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path) -> None:
-    argv = _argv(data_root, shared, tmp_path / "tuned", "finetune", "--trials=2", "--tune_seeds=100",
+def test_diverging_trial_fails_and_the_study_goes_on(data_root: Path, shared: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    real = main_mod.get_method
+
+    def get_method(name: str):  # the method itself raises at lr 0.5
+        def method(model, original, task, cfg):
+            if cfg.finetune_lr == 0.5:
+                raise RuntimeError("refused inside the method")
+            return real(name)(model, original, task, cfg)
+        return method
+
+    monkeypatch.setattr(main_mod, "get_method", get_method)
+    argv = _argv(data_root, shared, tmp_path / "tuned", "finetune", "--trials=3", "--tune_seeds=100",
                  "--finetune_epochs=1")
     opts, cfg = tune.parse_tune_args(argv)
     tune.open_study(cfg, opts).enqueue_trial({"finetune_lr": 1e6, "finetune_epochs": 1})
+    tune.open_study(cfg, opts).enqueue_trial({"finetune_lr": 0.5, "finetune_epochs": 1})
     assert tune.tune(cfg, opts, log=lambda *_: None) is not None
-    first, second = _trials(shared, "mnist-class-finetune")
+    first, second, third = _trials(shared, "mnist-class-finetune")
     assert first.state.name == "FAIL" and first.params["finetune_lr"] == 1e6
     assert "diverged" in first.user_attrs["error"]
-    assert second.state.name == "COMPLETE"
-    assert yaml.safe_load((tmp_path / "tuned" / "mnist_class" / "finetune.yaml").read_text()) == second.params
+    assert second.state.name == "FAIL" and second.user_attrs["error"] == "RuntimeError: refused inside the method"
+    assert all(t.user_attrs["unlearn_time_s"] > 0 for t in (first, second, third))  # time on every trial
+    assert third.state.name == "COMPLETE"
+    assert yaml.safe_load((tmp_path / "tuned" / "mnist_class" / "finetune.yaml").read_text()) == third.params
 
 
 def test_a_missing_concept_file_stops_the_study_with_one_line(data_root: Path, shared: Path, tmp_path: Path,
