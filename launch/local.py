@@ -41,8 +41,9 @@ def worker_settings(index: int, count: int, gpus: list[str], cpus: int, num_thre
 def _worker(jobs: list[Job], index: int, count: int, env: dict[str, str], threads: int, launch: str) -> None:
     os.environ.update(env)  # before anything touches CUDA in this fresh process
     torch.set_num_threads(threads)
-    try:
-        failures = run_stage(jobs, index, count, launch)
+    parent = multiprocessing.parent_process()
+    try:  # a launching process killed outright (SIGKILL) cannot stop its workers: each ends after its item
+        failures = run_stage(jobs, index, count, launch, stop=lambda: parent is not None and not parent.is_alive())
     except KeyboardInterrupt:  # a Ctrl-C reaches every worker; the parent says in one line what was kept
         sys.exit(130)
     sys.exit(1 if failures else 0)

@@ -29,9 +29,12 @@ def job_parameters(slurm: Config) -> dict[str, object]:
     ``gpus_per_node`` is left out for CPU jobs: ``--gpus-per-node=0`` is refused as an invalid
     GRES request by clusters without GPUs. ``SRUN_CPUS_PER_TASK``: since Slurm 22.05 the ``srun``
     that submitit runs the task under no longer inherits ``--cpus-per-task`` (one CPU otherwise).
+    ``CAMU_CPUS_PER_TASK``: the CPU share where no SLURM sets one (the local executor's processes
+    would otherwise each take every core of the machine they share).
     """
     setup = [f"export PYTHONPATH={shlex.quote(str(HERE))}${{PYTHONPATH:+:$PYTHONPATH}}",  # the jobs import camu
-             "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}"]
+             "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}",
+             f"export CAMU_CPUS_PER_TASK={int(slurm.slurm_cpus_per_task)}"]
     return {"timeout_min": slurm.slurm_timeout_min, "mem_gb": slurm.slurm_mem_gb,
             "cpus_per_task": slurm.slurm_cpus_per_task, "tasks_per_node": 1,
             "slurm_array_parallelism": slurm.slurm_array_parallelism, "slurm_setup": setup, "local_setup": setup,

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import submitit
@@ -181,8 +182,10 @@ def attempt(job: Job, res: Resources) -> str | None:
     return None
 
 
-def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "") -> list[str]:
+def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "",
+              stop: Callable[[], bool] | None = None) -> list[str]:
     """Worker ``index`` of ``count`` over ``jobs`` (its own share first); returns the failures, one line each.
+    ``stop``, asked before each item: end here (a local worker whose launching process was killed).
 
     An item that fails is marked failed for ``launch`` (``failure_marker``, written under its lock):
     the launch's other workers, which go through every item, leave it instead of each trying it
@@ -197,6 +200,8 @@ def run_stage(jobs: list[Job], index: int = 0, count: int = 1, launch: str = "")
     failures: list[str] = []
     desc = "models" if jobs and isinstance(jobs[0], ModelJob) else "cells"
     for job in tqdm(order, desc=desc if count == 1 else f"{desc} (worker {index + 1}/{count})", unit="job"):
+        if stop is not None and stop():
+            break
         lock = job_lock(job)
         try:
             lock.acquire(timeout=0)
@@ -235,12 +240,13 @@ class StageWorker(submitit.helpers.Checkpointable):
 
     A failed item fails the task: the cells array waits on the models array with ``afterok``,
     which a task that caught its items' errors and exited 0 would satisfy, and the cells would
-    then train the missing models themselves, every array task at once. SLURM's CPU share sets
-    the torch threads unless ``num_threads`` does (torch's default counts the node's cores).
+    then train the missing models themselves, every array task at once. SLURM's CPU share (else
+    ``slurm_cpus_per_task`` as the submission exported it: the local executor) sets the torch
+    threads unless ``num_threads`` does (torch's default counts the node's cores).
     """
 
     def __call__(self, jobs: list[Job], index: int, count: int, launch: str = "") -> list[str]:
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("CAMU_CPUS_PER_TASK", "")
         if cpus.isdigit() and jobs and not jobs[0].cfg.num_threads:
             torch.set_num_threads(int(cpus))
         failures = run_stage(jobs, index, count, launch)

@@ -315,6 +315,8 @@ def test_the_cells_array_keeps_a_dependency_of_the_user_s_own_beside_the_stage_o
 @pytest.mark.parametrize("bad, says", [(["--slurm_partition=gpu"], "slurm_partition: only with --launcher=submitit"),
                                        (["--table-only", "--dry-run"], "--table-only computes nothing"),
                                        (["--table-only", "--workers=2"], "--table-only computes nothing"),
+                                       (["--table-only", "--workers=1"], "--table-only computes nothing"),
+                                       (["--table-only", "--launcher=local"], "--table-only computes nothing"),
                                        (["--bogus"], "'--bogus': expected --key=value or a flag (--table-only, "
                                                      "--dry-run, --wait)")])
 def test_launch_flags_that_would_be_ignored_are_refused(bad, says, tmp_path, capsys):
@@ -404,7 +406,7 @@ def test_ctrl_c_stops_every_local_worker_quietly(monkeypatch):
     sends SIGINT to the workers still running (a signal to the parent alone would leave them computing)."""
     import launch.local as local
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(local, "run_stage", interrupted)
@@ -503,8 +505,29 @@ def test_a_stage_task_with_failed_items_fails_so_afterok_holds_the_cells_back(mo
     try:
         assert worker.StageWorker()(jobs, 0, 1) == []
         assert torch.get_num_threads() == 3  # SLURM's share, as num_threads is 0
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+        monkeypatch.setenv("CAMU_CPUS_PER_TASK", "1")  # the local executor: slurm_cpus_per_task, exported
+        assert worker.StageWorker()(jobs, 0, 1) == [] and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_worker_asked_to_stop_ends_between_items(monkeypatch, tmp_path):
+    """A local worker whose launching process was killed outright (SIGKILL: no Ctrl-C passed on) kept computing
+    the whole stage as an orphan; it now ends after the item it is on."""
+    from filelock import FileLock
+
+    import launch.worker as worker
+
+    done: list[str] = []
+    jobs = [SimpleNamespace(name=f"job{i}") for i in range(3)]
+    monkeypatch.setattr(worker, "job_lock", lambda job: FileLock(str(tmp_path / f"{job.name}.lock")))
+    monkeypatch.setattr(worker, "launch_marker", lambda job, launch: None)
+    monkeypatch.setattr(worker, "finished_elsewhere", lambda job: False)
+    monkeypatch.setattr(worker, "failure_marker", lambda job: tmp_path / f".{job.name}.failed")
+    monkeypatch.setattr(worker, "attempt", lambda job, res: done.append(job.name))
+    assert worker.run_stage(jobs, stop=lambda: len(done) == 1) == [] and done == ["job0"]
+    assert worker.run_stage(jobs) == [] and done == ["job0", "job0", "job1", "job2"]  # not asked: every item
 
 
 def test_cpu_jobs_ask_for_no_gpus_and_srun_gets_the_cpus():
@@ -513,6 +536,7 @@ def test_cpu_jobs_ask_for_no_gpus_and_srun_gets_the_cpus():
     cpu = job_parameters(parse_args(["--slurm_gpus_per_task=0", "--slurm_cpus_per_task=4"]))
     assert "gpus_per_node" not in cpu and cpu["cpus_per_task"] == 4  # --gpus-per-node=0 is an invalid GRES request
     assert "export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}" in cpu["slurm_setup"]
+    assert "export CAMU_CPUS_PER_TASK=4" in cpu["local_setup"]  # no SLURM there to give the share
     assert job_parameters(parse_args(["--slurm_gpus_per_task=1"]))["gpus_per_node"] == 1
 
 
