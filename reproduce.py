@@ -389,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_progress()
     try:
+        launch_flags = [a for a in argv if a.startswith(("--launcher=", "--workers="))]  # default values too
         options, argv = parse_options(argv)
         plan = parse_plan(argv)
-        if plan.table_only and (options.dry_run or options.launcher != "local" or options.workers > 1):
+        if plan.table_only and (options.dry_run or launch_flags):
             raise ConfigError("--table-only computes nothing: it takes no --dry-run, --launcher or --workers")
         if options.launcher == "submitit":
             plan = plan.with_absolute_paths()
