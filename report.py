@@ -404,18 +404,18 @@ PAIRED_NOTE = ("\ntuned - published, paired: the mean over the seeds both rows r
 
 def paired_difference(published: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> str:
     """The tuned row's avg_gap minus the published row's, seed by seed, as ``mean ± standard error`` ('-' with
-    fewer than two seeds both rows ran with finite gaps): rows on the same splits are compared on them, so
-    the split-to-split spread that both share drops out."""
+    fewer than two seeds both rows ran, or where a gap of one is missing or not finite: a diverged seed,
+    which a mean over the others would hide, as ``summarize`` says): rows on the same splits are compared on
+    them, so the split-to-split spread that both share drops out."""
+    import statistics
+
     from eval.gaps import stored_number
 
     theirs = {r.get("seed"): stored_number(r.get("avg_gap")) for r in published}
     diffs = [stored_number(r.get("avg_gap")) - theirs[r.get("seed")] for r in tuned if r.get("seed") in theirs]
-    diffs = [d for d in diffs if math.isfinite(d)]
-    if len(diffs) < 2:
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
         return "-"
-    mean = math.fsum(diffs) / len(diffs)
-    se = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
-    return f"{mean:+.2f} ± {se:.2f}"
+    return f"{statistics.fmean(diffs):+.2f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f}"
 
 
 # Keys that shrink a run below the full protocol (data slices, a shorter original); their defaults are the
@@ -450,9 +450,8 @@ def write_tables(cells: list[dict[str, Any]], folder: Path, method_order: list[s
         if gap_md is not None:
             written.append(write_bytes(folder / f"{dataset}-{scenario}-gaps.md", gap_md.encode()))
         tuned_configs: dict[str, list[dict[str, Any]]] = {}
-        for c in cells:
-            if (c["dataset"], c["scenario"]) == (dataset, scenario) and not c.get("variant") \
-                    and (c.get("config") or {}).get("tuned"):
+        for c in cells:  # the cells of this scenario's METHOD (tuned) rows
+            if (c["dataset"], c["scenario"]) == (dataset, scenario) and row_name(c) == c["method"] + TUNED:
                 tuned_configs.setdefault(c["method"], []).append(c["config"])
         tuning_md = tuning_table(by_method, dataset, scenario, studies or {}, tuned_configs)
         if tuning_md is not None:

@@ -25,7 +25,7 @@ from eval.relearn import mean_series, relearn
 from figures import PAPER_LEVELS, figure_panels, line_styles, method_colours, write_relearning
 from main import split_for_seed
 from models import build_model
-from report import format_table, load_studies, scenario_table, write_tables
+from report import format_table, load_studies, paired_difference, scenario_table, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets=mnist", "--scenarios=class", "--methods=camu,finetune", "--seeds=0,1",
@@ -410,6 +410,10 @@ def test_tuning_table_checks_each_tuned_row_against_published_and_retrain(tmp_pa
     write_tables(cells, tmp_path / "stale", ["retrain", "neggrad", "ssd"],
                  {("mnist", "random", "neggrad"): study})
     stale = (tmp_path / "stale" / "mnist-random-tuning.md").read_text().splitlines()[2]
+    published = [{"seed": s, "avg_gap": 10.0 + s} for s in (0, 1, 2)]
+    assert paired_difference(published, [{"seed": s, "avg_gap": 2.0} for s in (0, 1, 2)]) == "-9.00 ± 0.58"
+    diverged = [{"seed": s, "avg_gap": None if s == 1 else 2.0} for s in (0, 1, 2)]
+    assert paired_difference(published, diverged) == "-"  # not a mean over the other seeds, as summarize
     assert stale.endswith("neggrad_lr=0.0001, neggrad_epochs=4 (not the keys the tuned cells ran) |")
     assert "Published against tuned" in (tmp_path / "tables" / "tables.md").read_text()
     write_tables(cells[:4], tmp_path / "plain", ["retrain", "neggrad"])  # no tuned row, no study: no table
