@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import platform
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -153,8 +154,6 @@ def _say_late_cublas() -> None:
     reads the variable when called and does not see that."""
     global _late_cublas_said
     _late_cublas_said = True
-    import sys
-
     print("note: deterministic: true after CUDA had started in this process; cuBLAS may keep its earlier "
           "workspaces: for bitwise repeats start the process with CUBLAS_WORKSPACE_CONFIG=:4096:8",
           file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import eval.mia_suite  # noqa: E402,F401  (registers the attack names config val
 import unlearn  # noqa: E402,F401  (registers the method names)
 from config import Config, validate  # noqa: E402
 from data import load_dataset  # noqa: E402
+from storage import write_bytes  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,7 +84,6 @@ def small_cfg(data_root: Path, tmp_path: Path, trained_models: Path) -> Iterator
     for path in trained_models.glob("*.pt"):
         shutil.copyfile(path, checkpoints / path.name)
     yield cfg
-    for path in checkpoints.glob("*.pt"):  # whole files only: the cache writes by rename
+    for path in checkpoints.glob("*.pt"):  # whole files only: the cache writes by rename, and so does write_bytes
         if not (trained_models / path.name).exists():
-            shutil.copyfile(path, trained_models / f".{path.name}.tmp")
-            os.replace(trained_models / f".{path.name}.tmp", trained_models / path.name)
+            write_bytes(trained_models / path.name, path.read_bytes())
